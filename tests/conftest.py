@@ -1,0 +1,34 @@
+"""Shared test fixtures: where ../shared is, and skips when it is absent."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GHNAS_SHARED", REPO.parent / "shared"))
+PARITY = SHARED / "fixtures" / "ghn2_parity"
+NB201_CSV = SHARED / "data" / "nb201" / "cifar10_dev.csv"
+CIFAR10 = SHARED / "data" / "cifar10"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"needs {path} (the project's ../shared folder), which is absent")
+    return path
+
+
+@pytest.fixture
+def parity_dir() -> Path:
+    return _need(PARITY)
+
+
+@pytest.fixture
+def nb201_csv() -> Path:
+    return _need(NB201_CSV)
+
+
+@pytest.fixture
+def cifar10_root() -> Path:
+    return _need(CIFAR10)
