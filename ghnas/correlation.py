@@ -430,8 +430,12 @@ def _kendall_weighted(x: np.ndarray, y: np.ndarray, W: np.ndarray) -> np.ndarray
             idx = np.repeat(np.arange(n), w)
             out[b] = _quiet_scipy(kendalltau, x[idx], y[idx])
         return out
-    # concordance sign of every pair; float32 is exact here since |W @ M| <= n < 2**24
-    M = (np.sign(x[:, None] - x[None, :]) * np.sign(y[:, None] - y[None, :])).astype(np.float32)
+    # concordance sign of every pair, built from int8 comparisons to keep the n x n
+    # temporaries small; float32 is exact for the products since |W @ M| <= n < 2**24
+    def sign(v):
+        return np.greater(v[:, None], v[None, :]).astype(np.int8) - np.less(v[:, None], v[None, :])
+
+    M = (sign(x) * sign(y)).astype(np.float32)
     m = W.sum(axis=1)
     n0 = m * (m - 1) / 2
     Wgx, _ = _group_weights(W, x)
@@ -523,7 +527,8 @@ def bootstrap_ci(
     :func:`kendall_tau`, :func:`spearman_rho` and :func:`top_k_precision` (also wrapped
     in ``functools.partial``) all resamples are evaluated at once with numpy; any other
     ``stat_fn(x, y) -> float`` is called once per resample on the aligned arrays (after
-    the NaN policy, so failed scores arrive as ``-inf`` under ``"last"``).
+    the NaN policy, so failed scores arrive as ``-inf`` under ``"last"``). The
+    ``nan_policy`` given here is the one applied, whatever ``stat_fn`` is bound to.
 
     >>> ci = bootstrap_ci(kendall_tau, list(range(30)), [v % 7 for v in range(30)], n_boot=200)
     >>> ci.low <= ci.estimate <= ci.high
@@ -543,8 +548,14 @@ def bootstrap_ci(
     if fast is not None:
         rx = _ranks(x)
         estimate = float(fast(rx, y, np.ones((1, n)))[0])
-        W = np.bincount((idx + n * np.arange(n_boot)[:, None]).ravel(), minlength=n_boot * n)
-        stats = fast(rx, y, W.reshape(n_boot, n).astype(np.float64))
+        # resamples in blocks of about 2M counts, so memory stays bounded for large n
+        block = max(1, 2**21 // n)
+        parts = []
+        for s in range(0, n_boot, block):
+            rows = idx[s:s + block]
+            W = np.bincount((rows + n * np.arange(len(rows))[:, None]).ravel(), minlength=len(rows) * n)
+            parts.append(fast(rx, y, W.reshape(len(rows), n).astype(np.float64)))
+        stats = np.concatenate(parts)
     else:
         estimate = float(stat_fn(x, y))
         stats = np.array([float(stat_fn(x[i], y[i])) for i in idx])
