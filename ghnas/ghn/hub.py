@@ -1,0 +1,252 @@
+"""GHN checkpoints: ppuda's file format, a registry of named GHNs, download and cache.
+
+A checkpoint is what ppuda's ``experiments/train_ghn.py`` writes and ``GHN.load`` reads:
+a dict ``{'state_dict', 'optimzer' (sic), 'epoch', 'config'}``. Files are always read
+with ``torch.load(..., weights_only=True)``, so a checkpoint cannot run code.
+
+Named GHNs come from a small registry: ppuda's released GHN-2s (downloaded once into
+``$GHNAS_CACHE`` or ``~/.cache/ghnas`` and checked by git blob SHA-1) and GHNs shipped as
+package data under ``ghnas/assets/``. :func:`register_ghn` adds more.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .model import GHN2
+
+# buffers that older code stored in checkpoints; they are recomputed, never loaded
+_IGNORED_KEYS = ("shape_enc.dummy_ind", "decoder.cols_1d", "decoder.cols_4d")
+_PPUDA_RAW = "https://raw.githubusercontent.com/facebookresearch/ppuda/main/checkpoints/"
+
+
+@dataclass(frozen=True)
+class GHNEntry:
+    """Where a named GHN comes from: a URL (with its git blob SHA-1) or a package asset."""
+
+    name: str
+    url: str | None = None
+    git_sha1: str | None = None
+    asset: str | None = None
+    description: str = ""
+
+
+_REGISTRY: dict[str, GHNEntry] = {}
+
+
+def register_ghn(name: str, *, url: str | None = None, git_sha1: str | None = None,
+                 asset: str | None = None, description: str = "", overwrite: bool = False) -> GHNEntry:
+    """Make ``load_ghn(name)`` work.
+
+    Args:
+        name: the name users pass to :func:`load_ghn`.
+        url: download location (http(s) or file://); requires ``git_sha1``.
+        git_sha1: SHA-1 of ``b'blob <size>\\0' + content`` (what ``git hash-object`` prints).
+        asset: file name under the package's ``ghnas/assets/`` folder.
+        description: one line shown by :func:`available_ghns`.
+        overwrite: replace an existing entry of the same name.
+
+    Example:
+        >>> from ghnas.ghn import register_ghn, available_ghns
+        >>> _ = register_ghn('my-ghn', asset='my_ghn.pt', description='demo', overwrite=True)
+        >>> 'my-ghn' in available_ghns()
+        True
+    """
+    if (url is None) == (asset is None):
+        raise ValueError(f"register_ghn({name!r}): give exactly one of url= or asset=")
+    if url is not None and (git_sha1 is None or len(git_sha1) != 40):
+        raise ValueError(f"register_ghn({name!r}): a url needs git_sha1, the 40-hex-digit git blob SHA-1")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"a GHN named {name!r} is already registered; pass overwrite=True to replace it")
+    entry = GHNEntry(name, url, git_sha1.lower() if git_sha1 else None, asset, description)
+    _REGISTRY[name] = entry
+    return entry
+
+
+def available_ghns() -> dict[str, str]:
+    """Registered GHN names and their descriptions."""
+    return {k: v.description for k, v in sorted(_REGISTRY.items())}
+
+
+register_ghn("ghn2-cifar10", url=_PPUDA_RAW + "ghn2_cifar10.pt",
+             git_sha1="4f290e0fad1b73066eeabb50be52e0c377d0b15b",
+             description="GHN-2 of Knyazev et al. 2021 trained on CIFAR-10 / DeepNets-1M (ppuda release)")
+register_ghn("ghn2-imagenet", url=_PPUDA_RAW + "ghn2_imagenet.pt",
+             git_sha1="7b5d6733e9fdf0069bc6186cad3a0b1b54fda68d",
+             description="GHN-2 of Knyazev et al. 2021 trained on ImageNet / DeepNets-1M (ppuda release)")
+
+
+# --------------------------------------------------------------------------- files
+def cache_dir() -> Path:
+    """Download cache: ``$GHNAS_CACHE`` if set, else ``~/.cache/ghnas``."""
+    env = os.environ.get("GHNAS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ghnas"
+
+
+def git_blob_sha1(path: str | os.PathLike) -> str:
+    """The git blob SHA-1 of a file (equals ``git hash-object path``)."""
+    size = os.path.getsize(path)
+    h = hashlib.sha1(b"blob %d\0" % size)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_target(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return os.fdopen(fd, "wb"), tmp
+
+
+def _download(entry: GHNEntry) -> Path:
+    assert entry.url is not None and entry.git_sha1 is not None
+    dest = cache_dir() / os.path.basename(entry.url.split("?")[0])
+    if dest.exists():
+        if git_blob_sha1(dest) == entry.git_sha1:
+            return dest
+        warnings.warn(f"cached file {dest} does not match the expected hash of {entry.name!r}; downloading it again")
+    f, tmp = _atomic_target(dest)
+    try:
+        with f:
+            try:
+                with urllib.request.urlopen(entry.url, timeout=60) as r:
+                    for chunk in iter(lambda: r.read(1 << 20), b""):
+                        f.write(chunk)
+            except OSError as e:
+                raise RuntimeError(f"could not download GHN {entry.name!r} from {entry.url}: {e}. Download the "
+                                   f"file by hand and pass its path to load_ghn()") from e
+            f.flush()
+            os.fsync(f.fileno())
+        got = git_blob_sha1(tmp)
+        if got != entry.git_sha1:
+            raise ValueError(f"downloaded file for GHN {entry.name!r} from {entry.url} has git blob SHA-1 {got}, "
+                             f"expected {entry.git_sha1}; the file is corrupt or was changed upstream")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def resolve_ghn(name_or_path: str | os.PathLike) -> Path:
+    """Local file of a registered GHN name (downloading it if needed) or an existing path."""
+    key = str(name_or_path)
+    if key in _REGISTRY:
+        entry = _REGISTRY[key]
+        if entry.asset is not None:
+            path = Path(str(resources.files("ghnas").joinpath("assets", entry.asset)))
+            if not path.exists():
+                raise FileNotFoundError(f"GHN {key!r} should be shipped as ghnas/assets/{entry.asset}, "
+                                        f"but that file is missing from the installed package")
+            return path
+        return _download(entry)
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no GHN checkpoint file {str(path)!r} and no registered GHN of that name; "
+                                f"known names: {', '.join(sorted(_REGISTRY)) or '(none)'}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a directory, not a GHN checkpoint file")
+    return path
+
+
+# --------------------------------------------------------------------------- save / load
+def save_ghn(ghn: GHN2, path: str | os.PathLike, epoch: int = 0,
+             optimizer: torch.optim.Optimizer | Mapping[str, Any] | None = None) -> Path:
+    """Write ``ghn`` in ppuda's checkpoint format, atomically (temp file + rename).
+
+    ppuda's ``GHN.load`` reads the result (unless ``ghn.ve_cutoff`` is neither 1 nor 50,
+    which needs the extra config key ``ve_cutoff``).
+
+    Example:
+        >>> import tempfile, os, ghnas
+        >>> from ghnas.ghn import save_ghn
+        >>> p = os.path.join(tempfile.mkdtemp(), 'ghn.pt')
+        >>> _ = save_ghn(ghnas.GHN2(hid=8, max_shape=(16, 16, 11, 11)), p)
+        >>> ghnas.load_ghn(p).hid
+        8
+    """
+    if isinstance(optimizer, torch.optim.Optimizer):
+        opt_state: Any = optimizer.state_dict()
+    else:
+        opt_state = dict(optimizer) if optimizer is not None else {}
+    state = OrderedDict((k, v.detach().cpu()) for k, v in ghn.state_dict().items())
+    payload = {"state_dict": state, "optimzer": opt_state, "epoch": int(epoch), "config": ghn.config}
+    path = Path(path)
+    f, tmp = _atomic_target(path)
+    try:
+        with f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint dict with ``weights_only=True`` and check its layout."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt / non-torch / unsafe files
+        raise ValueError(f"{str(path)!r} is not a readable GHN checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt or "config" not in ckpt:
+        have = sorted(map(str, ckpt)) if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise ValueError(f"{str(path)!r} is not a GHN checkpoint: expected a dict with 'state_dict' and "
+                         f"'config' (ppuda's format), found {have}")
+    if not isinstance(ckpt["state_dict"], Mapping):
+        raise ValueError(f"{str(path)!r}: 'state_dict' must be a dict of tensors, "
+                         f"got {type(ckpt['state_dict']).__name__}")
+    return dict(ckpt)
+
+
+def load_ghn(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> GHN2:
+    """Load a GHN by registered name (see :func:`available_ghns`) or checkpoint path.
+
+    Builds :class:`GHN2` from the checkpoint's ``config`` and loads ``state_dict``
+    strictly. The GHN is returned in eval mode on ``device``.
+
+    Example:
+        >>> import ghnas, torchvision
+        >>> ghn = ghnas.load_ghn('ghn2-cifar10')  # doctest: +SKIP
+        >>> net = ghn(torchvision.models.resnet50(num_classes=10))  # doctest: +SKIP
+    """
+    path = resolve_ghn(name_or_path)
+    ckpt = read_checkpoint(path, device)
+    try:
+        ghn = GHN2.from_config(ckpt["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{str(path)!r}: {e}") from e
+    state = {k: v for k, v in ckpt["state_dict"].items() if k not in _IGNORED_KEYS}
+    expected = ghn.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected}")
+        raise ValueError(f"{str(path)!r} does not match a GHN with config {ckpt['config']}: " + "; ".join(parts))
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f"{str(path)!r}: state_dict[{k!r}] is a {type(v).__name__}, not a tensor")
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise ValueError(f"{str(path)!r}: state_dict[{k!r}] has shape {tuple(v.shape)}, expected "
+                             f"{tuple(expected[k].shape)} for config {ckpt['config']}")
+    ghn.load_state_dict(state, strict=True)
+    ghn.epoch = ckpt.get("epoch")
+    return ghn.to(device).eval()

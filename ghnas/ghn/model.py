@@ -1,0 +1,343 @@
+"""GHN-2: a graph hypernetwork that predicts all parameters of a network from its graph.
+
+Re-implementation of the GHN-2 of Knyazev et al. (2021), "Parameter Prediction for
+Unseen Deep Architectures", numerically matching the reference code (ppuda) and loading
+its checkpoints. The flow for a batch of graphs:
+
+1. node features = op embedding + shape embedding (:class:`~ghnas.ghn.layers.ShapeEncoder`);
+2. a gated GNN sweeps forward then backward over each DAG, with virtual edges;
+3. layer norm;
+4. decoders turn each parameter node's embedding into a tensor of the max shape, which
+   is cropped/tiled to the parameter's shape and rescaled (fan-in for weights,
+   ``2*sigmoid`` for norm weights, ``tanh`` for biases).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from ..graph import PRIMITIVES, Graph
+from .batch import CLASSIFIER_BIAS, CLASSIFIER_WEIGHT, GraphBatch
+from .layers import MLP, ConvDecoder, GatedGNN, MLPDecoder, ShapeEncoder
+
+Item = Union[nn.Module, Graph]
+
+HYPERNETS = ("gatedgnn", "mlp")
+DECODERS = ("conv", "mlp")
+# the keys of ppuda's checkpoint config, plus our own 've_cutoff'
+CONFIG_KEYS = ("max_shape", "num_classes", "hypernet", "decoder", "weight_norm", "ve", "layernorm", "hid",
+               "ve_cutoff")
+PPUDA_VE_CUTOFF = 50  # ppuda builds graphs with 50-hop virtual edges whenever ve=True
+
+
+def tile_to(w: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Crop or tile a batch ``(B, ...)`` of decoded tensors to ``(B, *shape)``.
+
+    Extra trailing dimensions are indexed at 0, missing ones are added; each dimension
+    is then cropped from the start, or tiled (element i taken from i mod size) when it
+    is too small, as ppuda's ``_tile_params`` does for channels.
+    """
+    nd = len(shape)
+    while w.dim() - 1 > nd:
+        w = w[..., 0]
+    while w.dim() - 1 < nd:
+        w = w.unsqueeze(-1)
+    w = w[(slice(None),) + tuple(slice(0, min(t, s)) for t, s in zip(shape, w.shape[1:]))]
+    for d, (t, s) in enumerate(zip(shape, w.shape[1:])):
+        if t > s:
+            w = w.index_select(d + 1, torch.arange(t, device=w.device) % s)
+    return w
+
+
+def normalize(w: torch.Tensor, kind: str, shape: Sequence[int]) -> torch.Tensor:
+    """GHN-2's output scaling of a batch of predicted tensors of one ``shape``.
+
+    Weights get fan-in scaling ``sqrt(beta / fan_in)`` with ``beta = 2`` (ReLU gain)
+    except for depthwise (in = 1) and asymmetric (h < w) kernels, where ``beta = 1``;
+    positional encodings (1, n, >=11, ...) stay as they are. Norm-layer weights are
+    mapped into (0, 2) by ``2*sigmoid(x/2)``, biases into (-1, 1) by ``tanh(x/5)``.
+    """
+    if kind == "norm_weight":
+        return 2 * torch.sigmoid(0.5 * w)
+    if kind == "bias":
+        return torch.tanh(0.2 * w)
+    if len(shape) > 2 and shape[2] >= 11 and shape[0] == 1:
+        return w
+    no_relu = len(shape) > 2 and (shape[1] == 1 or (len(shape) > 3 and shape[2] < shape[3]))
+    beta = 1.0 if no_relu else 2.0
+    return w * (beta / math.prod(shape[1:])) ** 0.5
+
+
+class GHN2(nn.Module):
+    """Graph HyperNetwork GHN-2.
+
+    Args:
+        max_shape: largest (out, in, h, w) block the decoder produces; larger
+            parameters are tiled from it.
+        num_classes: classifier size the GHN predicts (models must match it).
+        hid: node embedding size.
+        ve_cutoff: virtual edges link nodes at most this many hops apart (GHN-2: 50;
+            1 = no virtual edges).
+        layernorm: layer norm on node embeddings before decoding.
+        weight_norm: rescale predicted tensors (fan-in etc., see :func:`normalize`).
+        hypernet: ``'gatedgnn'`` (GHN-2) or ``'mlp'`` (no message passing).
+        decoder: ``'conv'`` (GHN-2) or ``'mlp'`` (GHN-1).
+
+    Submodule names equal ppuda's, so its checkpoints load strictly (see
+    :func:`ghnas.ghn.load_ghn`).
+
+    Example:
+        >>> import torch, numpy as np, ghnas
+        >>> from ghnas.graph import Graph, Node
+        >>> g = Graph([Node('input', 'input'),
+        ...            Node('conv', 'conv.weight', (8, 3, 3, 3), ('conv.weight',)),
+        ...            Node('bn', 'bn.weight', (8,), ('bn.weight', 'bn.bias')),
+        ...            Node('glob_avg', 'pool'),
+        ...            Node('conv', 'fc.weight', (10, 8), ('fc.weight',), 'classifier_weight'),
+        ...            Node('bias', 'fc.bias', (10,), ('fc.bias',), 'classifier_bias')],
+        ...           np.array([[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]]))
+        >>> ghn = ghnas.GHN2(hid=8, max_shape=(16, 16, 11, 11)).eval()
+        >>> params = ghn.predict([g])[0]
+        >>> {k: tuple(v.shape) for k, v in params.items()}['conv.weight']
+        (8, 3, 3, 3)
+    """
+
+    def __init__(self, max_shape: Sequence[int] = (64, 64, 11, 11), num_classes: int = 10, hid: int = 32,
+                 ve_cutoff: int = PPUDA_VE_CUTOFF, layernorm: bool = True, weight_norm: bool = True,
+                 hypernet: str = "gatedgnn", decoder: str = "conv"):
+        super().__init__()
+        max_shape = tuple(int(v) for v in max_shape)
+        if len(max_shape) != 4 or min(max_shape) < 1:
+            raise ValueError(f"max_shape must be 4 positive ints (out, in, h, w), got {max_shape}")
+        if hypernet not in HYPERNETS:
+            raise ValueError(f"unsupported hypernet {hypernet!r}; valid: {', '.join(HYPERNETS)}")
+        if decoder not in DECODERS:
+            raise ValueError(f"unsupported decoder {decoder!r}; valid: {', '.join(DECODERS)}")
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if int(hid) < 4 or int(hid) % 4:
+            raise ValueError(f"hid must be a positive multiple of 4, got {hid}")
+        if int(ve_cutoff) < 1:
+            raise ValueError(f"ve_cutoff must be >= 1 (1 = no virtual edges), got {ve_cutoff}")
+        self.max_shape = max_shape
+        self.num_classes = int(num_classes)
+        self.hid = int(hid)
+        self.ve_cutoff = int(ve_cutoff)
+        self.layernorm = bool(layernorm)
+        self.weight_norm = bool(weight_norm)
+        self.hypernet = hypernet
+        self.decoder_type = decoder
+        ve = self.ve_cutoff > 1
+        hid = self.hid
+
+        # construction order = ppuda's, so a seeded init draws the same random numbers
+        if self.layernorm:
+            self.ln = nn.LayerNorm(hid)
+        self.embed = nn.Embedding(len(PRIMITIVES), hid)
+        self.shape_enc = ShapeEncoder(hid, self.num_classes, max_shape)
+        self.gnn = GatedGNN(hid, ve) if hypernet == "gatedgnn" else MLP(hid, (hid, hid))
+        if decoder == "conv":
+            self.decoder = ConvDecoder(hid, (hid * 4, hid * 8), max_shape, self.num_classes)
+        else:
+            self.decoder = MLPDecoder(hid, (hid * 2,), max_shape, self.num_classes)
+        max_ch = max(max_shape[:2])
+        self.decoder_1d = MLP(hid, (hid * 2, 2 * max_ch), last_relu=False)
+        self.bias_class = nn.Sequential(nn.ReLU(), nn.Linear(max_ch, self.num_classes))
+
+    # ------------------------------------------------------------------ config
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments in ppuda's checkpoint format (``ve`` is a bool there)."""
+        cfg: dict[str, Any] = {"max_shape": self.max_shape, "num_classes": self.num_classes,
+                               "hypernet": self.hypernet, "decoder": self.decoder_type,
+                               "weight_norm": self.weight_norm, "ve": self.ve_cutoff > 1,
+                               "layernorm": self.layernorm, "hid": self.hid}
+        if self.ve_cutoff not in (1, PPUDA_VE_CUTOFF):
+            cfg["ve_cutoff"] = self.ve_cutoff  # not a ppuda key: ppuda cannot read such a file
+        return cfg
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "GHN2":
+        """Build a GHN from a ppuda-style config dict (keys as in :attr:`config`)."""
+        if not isinstance(config, Mapping):
+            raise ValueError(f"GHN config must be a dict, got {type(config).__name__}")
+        unknown = sorted(set(config) - set(CONFIG_KEYS))
+        if unknown:
+            raise ValueError(f"unsupported GHN config key(s) {unknown}; valid keys: {', '.join(CONFIG_KEYS)}")
+        for req in ("max_shape", "num_classes"):
+            if req not in config:
+                raise ValueError(f"GHN config lacks the required key {req!r} (has: {sorted(config)})")
+        kw: dict[str, Any] = {k: config[k] for k in ("max_shape", "num_classes", "hypernet", "decoder",
+                                                     "weight_norm", "layernorm", "hid") if k in config}
+        if "ve_cutoff" in config:
+            kw["ve_cutoff"] = int(config["ve_cutoff"])
+        else:  # ppuda's defaults: ve=False, layernorm=False, weight_norm=False
+            kw["ve_cutoff"] = PPUDA_VE_CUTOFF if config.get("ve", False) else 1
+        kw.setdefault("weight_norm", False)
+        kw.setdefault("layernorm", False)
+        try:
+            max_shape = tuple(int(v) for v in kw["max_shape"])
+        except (TypeError, ValueError):
+            raise ValueError(f"GHN config max_shape must be 4 ints, got {kw['max_shape']!r}") from None
+        kw["max_shape"] = max_shape
+        for b in ("weight_norm", "layernorm"):
+            if not isinstance(kw[b], (bool, int)):
+                raise ValueError(f"GHN config {b} must be a bool, got {kw[b]!r}")
+        return cls(**kw)
+
+    # ------------------------------------------------------------------ graphs
+    def prepare(self, items: Item | Sequence[Item] | GraphBatch,
+                input_shape: Sequence[int] | None = None) -> GraphBatch:
+        """Graphs of models (extracted) or given graphs, preprocessed as one :class:`GraphBatch`."""
+        if isinstance(items, GraphBatch):
+            return items.to(self.embed.weight.device)
+        items = [items] if isinstance(items, (nn.Module, Graph)) else list(items)
+        graphs = [self._graph_of(it, input_shape) for it in items]
+        for b, g in enumerate(graphs):
+            for node in g.nodes:
+                if node.role in (CLASSIFIER_WEIGHT, CLASSIFIER_BIAS) and node.shape is not None \
+                        and int(node.shape[0]) != self.num_classes:
+                    raise ValueError(
+                        f"the classifier of model {b} ({node.name!r}) has {int(node.shape[0])} outputs, "
+                        f"but this GHN predicts classifiers for {self.num_classes} classes; build the model "
+                        f"with num_classes={self.num_classes} or use a GHN trained for {int(node.shape[0])} classes")
+        return GraphBatch(graphs, self.shape_enc, self.max_shape, self.ve_cutoff, self.embed.weight.device)
+
+    @staticmethod
+    def _graph_of(item: Item, input_shape: Sequence[int] | None) -> Graph:
+        if isinstance(item, Graph):
+            return item
+        if not isinstance(item, nn.Module):
+            raise TypeError(f"expected an nn.Module or a ghnas.graph.Graph, got {type(item).__name__}")
+        try:
+            from ..graph import extract
+        except ImportError as e:  # pragma: no cover - depends on the graph module
+            raise RuntimeError("graph extraction (ghnas.graph.extract) is not available; "
+                               "pass ghnas.graph.Graph objects instead") from e
+        if input_shape is None:
+            return extract(item)
+        return extract(item, input_shape)
+
+    # ------------------------------------------------------------------ forward parts
+    def embed_nodes(self, batch: GraphBatch, intermediate: bool = False):
+        """Node embeddings that the decoders read (after layer norm).
+
+        With ``intermediate=True`` returns a dict with ``after_shape_enc``,
+        ``after_gnn`` and ``after_ln`` (the last equals ``after_gnn`` without layernorm).
+        """
+        x = self.shape_enc(self.embed(batch.node_types), batch.shape_ind)
+        x0 = x
+        x = self.gnn(x, batch.sweeps) if isinstance(self.gnn, GatedGNN) else self.gnn(x)
+        x1 = x
+        if self.layernorm:
+            x = self.ln(x)
+        if intermediate:
+            return {"after_shape_enc": x0, "after_gnn": x1, "after_ln": x}
+        return x
+
+    def decode(self, x: torch.Tensor, batch: GraphBatch) -> list[dict[str, torch.Tensor]]:
+        """Predicted tensors per graph from node embeddings ``x`` (one decoder call per key)."""
+        out: list[dict[str, torch.Tensor]] = [{} for _ in range(batch.num_graphs)]
+        for plan in batch.plans:
+            key = plan.key
+            xk = x.index_select(0, plan.nodes)
+            n = xk.shape[0]
+            if len(key) == 2 and key[1] > 0:
+                w = self.decoder(xk, (key[0], key[1], 1, 1), class_pred=True)
+            elif len(key) == 2:
+                w = self.decoder_1d(xk).view(n, 2, -1)
+                if key[1] < 0:
+                    w = self.bias_class(w)
+            elif len(key) == 3:
+                w = self.decoder_1d(xk).view(n, -1, 1, 1)
+            else:
+                w = self.decoder(xk, key)
+            for grp in plan.groups:
+                t = w.index_select(0, grp.pos)
+                if grp.row is not None:
+                    t = t[:, grp.row]
+                if self.weight_norm:  # elementwise, so the same before or after tiling (and cheaper)
+                    t = normalize(t, grp.kind, grp.shape)
+                t = tile_to(t, grp.shape)
+                for (b, name), tensor in zip(grp.targets, t.contiguous().unbind(0)):
+                    out[b][name] = tensor
+        return [{name: d[name] for name in names} for d, names in zip(out, batch.param_names)]
+
+    # ------------------------------------------------------------------ public API
+    def predict(self, items: Item | Sequence[Item] | GraphBatch,
+                input_shape: Sequence[int] | None = None) -> list[dict[str, torch.Tensor]]:
+        """Predict parameters for one or many networks in a single batched GHN pass.
+
+        Args:
+            items: models (their graphs are extracted), :class:`~ghnas.graph.Graph`
+                objects, a mix, or a prepared :class:`GraphBatch`.
+            input_shape: input shape for graph extraction, e.g. ``(1, 3, 32, 32)``.
+
+        Returns:
+            one ``{parameter name: tensor}`` dict per item, in the model's parameter
+            order. The tensors are outputs of the GHN (differentiable w.r.t. its
+            parameters when grad is enabled), ready for ``torch.func.functional_call``.
+
+        Raises:
+            ValueError: the classifier size differs from ``num_classes``, or a
+                model's parameters and its graph's parameter nodes do not match.
+        """
+        single = isinstance(items, (nn.Module, Graph))
+        seq = [items] if single else items
+        batch = self.prepare(seq, input_shape)
+        if not isinstance(seq, GraphBatch):
+            for b, it in enumerate(seq):
+                if isinstance(it, nn.Module):
+                    _check_model_params(it, batch.graphs[b], b)
+        return self.decode(self.embed_nodes(batch), batch)
+
+    def forward(self, model: nn.Module, input_shape: Sequence[int] | None = None,
+                bn_train: bool = True) -> nn.Module:
+        """Predict all parameters of ``model`` and write them into it (in place).
+
+        Afterwards, unless ``bn_train=False``, every ``BatchNorm2d`` is set to
+        ``training=True, track_running_stats=False`` as ppuda does, so it normalises
+        with batch statistics (predicted networks have no running statistics).
+
+        Example:
+            >>> import torchvision, ghnas
+            >>> ghn = ghnas.GHN2(hid=8, max_shape=(16, 16, 11, 11)).eval()
+            >>> net = ghn(torchvision.models.resnet18(num_classes=10))  # doctest: +SKIP
+        """
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"GHN2 expects an nn.Module, got {type(model).__name__}; "
+                            f"use ghn.predict(...) for graphs or lists")
+        with torch.no_grad():
+            pred = self.predict([model], input_shape)[0]
+            for name, p in model.named_parameters():
+                p.copy_(pred[name])
+        if bn_train:
+            for m in model.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.track_running_stats = False
+                    m.training = True
+        return model
+
+
+def _check_model_params(model: nn.Module, graph: Graph, index: int) -> None:
+    params = dict(model.named_parameters())
+    predicted: dict[str, tuple[int, ...]] = {}
+    for node in graph.nodes:
+        for name in node.params:
+            predicted[name] = tuple(node.shape) if node.shape is not None else ()
+    missing = [n for n in params if n not in predicted]
+    if missing:
+        raise ValueError(f"model {index}: {len(missing)} parameter(s) are not predicted by any graph node: "
+                         f"{missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    extra = [n for n in predicted if n not in params]
+    if extra:
+        raise ValueError(f"model {index}: graph nodes predict parameter(s) the model does not have: "
+                         f"{extra[:10]}{' ...' if len(extra) > 10 else ''}")
+    bad = [(n, tuple(params[n].shape), s) for n, s in predicted.items() if tuple(params[n].shape) != s]
+    if bad:
+        n, want, got = bad[0]
+        raise ValueError(f"model {index}: parameter {n!r} has shape {want} but its graph node has shape {got}"
+                         + (f" ({len(bad) - 1} more mismatches)" if len(bad) > 1 else ""))
