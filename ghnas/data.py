@@ -40,7 +40,7 @@ import tempfile
 import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -107,6 +107,8 @@ class ImageData:
     mean: tuple[float, ...] = CIFAR10_MEAN
     std: tuple[float, ...] = CIFAR10_STD
     source: str = ""
+    # (device, mean, std) -> (scale, shift) tensors, so batches skip a host-to-device copy
+    _norm: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -166,12 +168,15 @@ class ImageData:
         """
         if images.dtype != torch.uint8:
             raise ValueError(f"normalize expects uint8 images; got {images.dtype}")
-        shape = (-1, 1, 1)
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=images.device).view(shape)
-        std = torch.tensor(self.std, dtype=torch.float32, device=images.device).view(shape)
-        # fold the /255 into the affine map: one multiply-add per pixel
-        scale = 1.0 / (255.0 * std)
-        return images.float().mul_(scale).sub_(mean / std)
+        key = (images.device, self.mean, self.std)
+        if key not in self._norm:
+            mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
+            std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+            # fold the /255 into the affine map: one multiply and one subtract per pixel
+            self._norm[key] = ((1.0 / (255.0 * std)).to(images.device),
+                               (mean / std).to(images.device))
+        scale, shift = self._norm[key]
+        return images.float().mul_(scale).sub_(shift)
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int | None = None,
                 device: torch.device | str | None = None, augment: bool = False,
@@ -356,13 +361,16 @@ def _check_split(split: str) -> None:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
 
 
-def _seeded_order(data: ImageData, seed: int) -> ImageData:
-    perm = torch.from_numpy(np.random.default_rng([seed, 1]).permutation(len(data)))
-    return data._take(perm)
+def _seeded_order(data: ImageData, seed: int, idx: np.ndarray | None = None) -> ImageData:
+    """Take ``idx`` (default: all) from ``data`` in a seeded random order, in one copy."""
+    idx = np.arange(len(data)) if idx is None else idx
+    perm = np.random.default_rng([seed, 1]).permutation(len(idx))
+    return data._take(torch.from_numpy(idx[perm]))
 
 
 def _carve(data: ImageData, split: str, val_size: int, seed: int) -> ImageData:
     """Cut ``split`` out of the training pool ``data`` and give it a seeded order."""
+    idx = None
     if split != "train+val":
         if val_size >= len(data):
             raise ValueError(f"val_size={val_size} must be smaller than the {len(data)} training "
@@ -373,9 +381,8 @@ def _carve(data: ImageData, split: str, val_size: int, seed: int) -> ImageData:
         mask = np.zeros(len(data), dtype=bool)
         mask[val_idx] = True
         idx = np.flatnonzero(mask if split == "val" else ~mask)
-        data = data._take(torch.from_numpy(idx))
     data.source = f"{data.source}:{split}"
-    return _seeded_order(data, seed)
+    return _seeded_order(data, seed, idx)
 
 
 def _stratified_pick(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -413,7 +420,7 @@ def _balanced_pick(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.n
 # the shipped sample
 # --------------------------------------------------------------------------------------
 def _load_sample() -> ImageData:
-    res = resources.files("ghnas").joinpath("assets", SAMPLE_FILE)
+    res = resources.files("ghnas") / "assets" / SAMPLE_FILE
     if not res.is_file():
         raise FileNotFoundError(f"the CIFAR-10 sample {SAMPLE_FILE} is missing from the installed "
                                 "ghnas package (ghnas/assets/); reinstall ghnas")

@@ -245,6 +245,8 @@ def test_normalize_matches_the_formula():
     assert torch.allclose(d.normalize(d.images[0]), x[0], atol=1e-6)
     with pytest.raises(ValueError, match="uint8"):
         d.normalize(x)
+    d.mean, d.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # constants changed after first use
+    assert torch.allclose(d.normalize(d.images), d.images.float() / 255, atol=1e-6)
 
 
 def test_batches_cover_the_data_once():
