@@ -74,18 +74,37 @@ class DecodePlan:
     groups: list[ParamGroup] = field(default_factory=list)
 
 
-def _generations(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Longest-path depth of every node (0 for nodes without predecessors)."""
+def topological_levels(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Longest-path depth of every node of a DAG (0 for nodes without predecessors).
+
+    Kahn's algorithm one level at a time: the nodes whose predecessors are all placed
+    form the next level. Works on disjoint unions of graphs as well.
+    """
     depth = np.zeros(n, np.int64)
     if len(src) == 0:
         return depth
-    order = np.argsort(dst, kind="stable")
-    s, d = src[order], dst[order]
-    bounds = np.flatnonzero(np.diff(d)) + 1
-    starts = np.concatenate([[0], bounds])
-    ends = np.concatenate([bounds, [len(d)]])
-    for a, b in zip(starts, ends):  # ascending dst, so every source depth is final already
-        depth[d[a]] = depth[s[a:b]].max() + 1
+    order = np.argsort(src, kind="stable")
+    succ = dst[order]
+    start = np.searchsorted(src[order], np.arange(n + 1))
+    indeg = np.bincount(dst, minlength=n)
+    frontier = np.flatnonzero(indeg == 0)
+    level, placed = 0, 0
+    while len(frontier):
+        depth[frontier] = level
+        placed += len(frontier)
+        lo, hi = start[frontier], start[frontier + 1]
+        cnt = hi - lo
+        if cnt.sum() == 0:
+            break
+        # successors of the whole frontier, gathered without a Python loop
+        idx = np.repeat(lo - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(cnt.sum())
+        targets = succ[idx]
+        np.subtract.at(indeg, targets, 1)
+        cand = np.unique(targets)
+        frontier = cand[indeg[cand] == 0]
+        level += 1
+    if placed != n:
+        raise ValueError("the graph has a cycle; GHN-2 graphs must be DAGs")
     return depth
 
 
@@ -124,7 +143,7 @@ class GraphBatch:
         self.param_names: list[list[str]] = []
 
         types, shape_rows, graph_ind = [], [], []
-        all_e, fwd_depth, bwd_depth = [], [], []
+        all_e = []
         plans: dict[tuple, DecodePlan] = {}
         group_index: dict[tuple, ParamGroup] = {}
         key_nodes: dict[tuple, list[int]] = {}
@@ -143,9 +162,6 @@ class GraphBatch:
             e = g.hop_edges(self.ve_cutoff) if self.ve_cutoff > 1 else np.concatenate(
                 [real, np.ones((len(real), 1), np.int64)], 1)
             all_e.append(e + np.array([off, off, 0], np.int64))
-            fwd_depth.append(_generations(n, real[:, 0], real[:, 1]))
-            bwd_depth.append(_generations(n, n - 1 - real[:, 1], n - 1 - real[:, 0])[::-1])
-
             warned = False
             names: list[str] = []
             for i, node in enumerate(g.nodes):
@@ -200,47 +216,49 @@ class GraphBatch:
             for grp in plan.groups:
                 grp.pos = torch.tensor(grp.pos, dtype=torch.long, device=dev)
             self.plans.append(plan)
-        fwd = np.concatenate(fwd_depth)
-        bwd = np.concatenate(bwd_depth)
+        real = self.edges[self.edges[:, 2] == 1]
+        fwd = topological_levels(self.num_nodes, real[:, 0], real[:, 1])
+        bwd = topological_levels(self.num_nodes, real[:, 1], real[:, 0])
         self.sweeps = (self._sweep(fwd, forward=True), self._sweep(bwd, forward=False))
 
     def _sweep(self, depth: np.ndarray, forward: bool) -> list[Generation]:
+        """Generations of one sweep, each with a sparse matrix that sums its messages."""
         e = self.edges
+        n = len(depth)
         # in the forward sweep messages flow src -> dst, in the backward sweep dst -> src
         recv, send = (e[:, 1], e[:, 0]) if forward else (e[:, 0], e[:, 1])
         hops = e[:, 2]
         order = np.argsort(depth, kind="stable")
-        gen_of = depth
-        edge_gen = gen_of[recv]
-        e_order = np.argsort(edge_gen, kind="stable")
-        n_gen = int(depth.max()) + 1 if len(depth) else 0
+        n_gen = int(depth.max()) + 1
         node_bounds = np.searchsorted(depth[order], np.arange(n_gen + 1))
-        edge_bounds = np.searchsorted(edge_gen[e_order], np.arange(n_gen + 1))
-        has_out = np.zeros(len(depth), bool)
+        pos = np.empty(n, np.int64)  # position of each node within its generation
+        pos[order] = np.arange(n) - node_bounds[depth[order]]
+        one = hops == 1
+        if self.ve_cutoff > 1:  # message table rows: 2*i = mlp(node i), 2*i+1 = mlp_ve(node i)
+            rcv = np.concatenate([recv[one], recv])
+            cols = np.concatenate([2 * send[one], 2 * send + 1])
+            vals = np.concatenate([np.ones(int(one.sum())), 1.0 / hops]).astype(np.float32)
+            width = 2 * n
+        else:
+            rcv, cols, vals, width = recv[one], send[one], np.ones(int(one.sum()), np.float32), n
+        gen, rows = depth[rcv], pos[rcv]
+        # coalesced (row-major) order within each generation, by one integer sort key
+        srt = np.argsort((gen * (n + 1) + rows) * width + cols)
+        gen, rows, cols, vals = gen[srt], rows[srt], cols[srt], vals[srt]
+        bounds = np.searchsorted(gen, np.arange(n_gen + 1))
+        has_out = np.zeros(n, bool)
         has_out[send] = True
-        pos_in_gen = np.empty(len(depth), np.int64)
-        n = len(depth)
-        ve = self.ve_cutoff > 1
         dev = self.device
+        index = torch.from_numpy(np.stack([rows, cols]))
+        values = torch.from_numpy(vals)
+        nodes_t = torch.from_numpy(order)
         gens = []
         for k in range(n_gen):
-            nodes = order[node_bounds[k]:node_bounds[k + 1]]
-            pos_in_gen[nodes] = np.arange(len(nodes))
-            sel = e_order[edge_bounds[k]:edge_bounds[k + 1]]
-            src, dst, h = send[sel], pos_in_gen[recv[sel]], hops[sel]
-            one = h == 1
-            if ve:  # message table rows: 2*i = mlp(node i), 2*i+1 = mlp_ve(node i)
-                rows = np.concatenate([dst[one], dst])
-                cols = np.concatenate([2 * src[one], 2 * src + 1])
-                vals = np.concatenate([np.ones(int(one.sum())), 1.0 / h])
-                width = 2 * n
-            else:
-                rows, cols, vals, width = dst[one], src[one], np.ones(int(one.sum())), n
-            adj = torch.sparse_coo_tensor(torch.from_numpy(np.stack([rows, cols])),
-                                          torch.from_numpy(vals.astype(np.float32)),
-                                          (len(nodes), width), check_invariants=False).coalesce().to(dev)
-            gens.append(Generation(torch.as_tensor(nodes, dtype=torch.long, device=dev), adj,
-                                   bool(has_out[nodes].any())))
+            a, b = bounds[k], bounds[k + 1]
+            na, nb = node_bounds[k], node_bounds[k + 1]
+            adj = torch.sparse_coo_tensor(index[:, a:b], values[a:b], (int(nb - na), width),
+                                          is_coalesced=True, check_invariants=False)
+            gens.append(Generation(nodes_t[na:nb].to(dev), adj.to(dev), bool(has_out[order[na:nb]].any())))
         return gens
 
     @property

@@ -93,6 +93,11 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "ghnas"
 
 
+def asset_dir() -> Path:
+    """The package's data folder ``ghnas/assets`` (GHNs shipped with ghnas live here)."""
+    return Path(str(resources.files("ghnas").joinpath("assets")))
+
+
 def git_blob_sha1(path: str | os.PathLike) -> str:
     """The git blob SHA-1 of a file (equals ``git hash-object path``)."""
     size = os.path.getsize(path)
@@ -145,7 +150,7 @@ def resolve_ghn(name_or_path: str | os.PathLike) -> Path:
     if key in _REGISTRY:
         entry = _REGISTRY[key]
         if entry.asset is not None:
-            path = Path(str(resources.files("ghnas").joinpath("assets", entry.asset)))
+            path = asset_dir() / entry.asset
             if not path.exists():
                 raise FileNotFoundError(f"GHN {key!r} should be shipped as ghnas/assets/{entry.asset}, "
                                         f"but that file is missing from the installed package")

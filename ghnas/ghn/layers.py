@@ -6,6 +6,7 @@ that its checkpoints load with ``load_state_dict(strict=True)``.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Sequence
 
@@ -129,6 +130,20 @@ def warn_unknown_shape(name: str, shape: Sequence[int], mapped: Sequence[int]) -
 
 
 # --------------------------------------------------------------------------- GNN
+@contextmanager
+def cpu_threads(n: int | None):
+    """Run the block with ``n`` intra-op CPU threads (``None``: leave the setting alone)."""
+    old = torch.get_num_threads()
+    if n is None or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 class GatedGNN(nn.Module):
     """GHN-2's gated graph network: one forward and one backward sweep over the DAG.
 
@@ -142,6 +157,10 @@ class GatedGNN(nn.Module):
     Messages depend only on the sending node, so both MLPs run once per node (fused
     into one) and a sparse matrix per generation sums them along the edges.
     """
+
+    #: CPU threads for the sweeps. Their ops are tiny and sequential, so extra threads
+    #: only add synchronisation (badly so on a busy machine); ``None`` keeps torch's setting.
+    cpu_threads: int | None = 1
 
     def __init__(self, hid: int, ve: bool):
         super().__init__()
@@ -164,9 +183,16 @@ class GatedGNN(nn.Module):
         """Update node states ``x`` (N, C) along ``sweeps`` (see :class:`GraphBatch`)."""
         w0, b0, w2, b2 = self._message_weights()
         gw = (self.gru.weight_ih, self.gru.weight_hh, self.gru.bias_ih, self.gru.bias_hh)
-        n, c = x.shape
         k = 2 if self.ve else 1
         hx = x.clone()  # updated in place, generation by generation (autograd tracks it)
+        with cpu_threads(self.cpu_threads if x.device.type == "cpu" else None):
+            self._sweep(x, hx, sweeps, (w0, b0, w2, b2), gw, k)
+        return hx
+
+    @staticmethod
+    def _sweep(x, hx, sweeps, mw, gw, k) -> None:
+        w0, b0, w2, b2 = mw
+        n, c = x.shape
         for sweep in sweeps:
             # row i holds node i's outgoing messages: [mlp, mlp_ve] -> viewed as 2 rows of C
             out = x.new_zeros(n, k * c)
@@ -176,7 +202,6 @@ class GatedGNN(nn.Module):
                 hx.index_copy_(0, gen.nodes, h)
                 if gen.sends:
                     out.index_copy_(0, gen.nodes, F.relu(F.linear(F.relu(F.linear(h, w0, b0)), w2, b2)))
-        return hx
 
 
 class Generation:
