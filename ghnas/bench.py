@@ -17,7 +17,10 @@ module samples ``n`` architectures, trains each for a few epochs and records its
   the next samples of the same seeded sequence;
 - the settings that make results comparable (space, epochs, data, seed, builder and
   training settings) are kept in a sidecar ``<name>.settings.json`` next to the CSV; a
-  run whose settings differ from it is refused, naming the differing setting.
+  run whose settings differ from it is refused, naming the differing setting. The device,
+  data root and library versions are recorded there too but not compared, so a run can be
+  resumed on another machine (note that CUDA runs use bfloat16 autocast by default, so
+  their numbers differ slightly from CPU runs).
 
 The CSV reads as ground truth with
 ``ghnas.correlation.read_truth(path, acc_col='val_acc', space='nb201')``.

@@ -170,3 +170,11 @@ def test_never_loads_the_test_split(tree, tmp_path, monkeypatch):
     monkeypatch.setattr(ghnas.data, "load", spy)
     bench(n=1, data=tree, out=tmp_path / "b.csv", **FAST)
     assert sorted(splits) == ["train", "val"]
+
+
+def test_darts_genotype_strings_round_trip_through_the_csv(tree, tmp_path):
+    # DARTS strings hold commas and quotes: the CSV must quote them and read them back
+    kw = {**FAST, "space": "darts", "build_kwargs": {"C": 2, "layers": 3, "num_classes": 3}}
+    out = bench(n=2, data=tree, out=tmp_path / "d.csv", **kw)
+    truth = read_truth(out, acc_col="val_acc", space="darts")
+    assert list(truth) == search_spaces.get("darts").sample_many(2, seed=0, unique=True)
