@@ -376,8 +376,20 @@ def _trace_meta(model: Any, shape: tuple[int, ...], dtype: Any):
               for n, p in model.named_parameters()}
     buffers = {n: torch.empty_like(b, device="meta") for n, b in model.named_buffers()}
     x = torch.empty(shape, device="meta", dtype=dtype)
-    with torch.enable_grad():
-        out = functional_call(model, {**params, **buffers}, (x,), tie_weights=True, strict=False)
+    # a forward that caches tensors on the module (e.g. `self.pe = ...`) would keep meta
+    # tensors, which break every later real call: put such attributes back afterwards
+    before = [(m, dict(m.__dict__)) for m in model.modules()]
+    try:
+        with torch.enable_grad():
+            out = functional_call(model, {**params, **buffers}, (x,), tie_weights=True, strict=False)
+    finally:
+        for m, attrs in before:
+            for key, val in list(m.__dict__.items()):
+                if isinstance(val, torch.Tensor) and val.is_meta and attrs.get(key, None) is not val:
+                    if key in attrs:
+                        m.__dict__[key] = attrs[key]
+                    else:
+                        del m.__dict__[key]
     return out, {id(t): n for n, t in params.items()}
 
 
