@@ -455,3 +455,32 @@ def test_asset_entries_resolve_inside_the_package(tmp_path, monkeypatch):
         load_ghn("pkg-ghn")
     save_ghn(small_ghn(), tmp_path / "pkg_ghn.pt")
     assert load_ghn("pkg-ghn").hid == 8
+
+
+# ------------------------------------------------------------------ torchvision models, end to end
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "resnet50"])
+def test_torchvision_models_get_every_parameter(arch):
+    import torchvision
+
+    from ghnas.nets import adjust_net
+    torch.manual_seed(0)
+    net = adjust_net(getattr(torchvision.models, arch)(num_classes=10)).eval()
+    before = {k: v.detach().clone() for k, v in net.named_parameters()}
+    ghn = GHN2().eval()  # random weights: this checks coverage and shapes, not quality
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = ghn.predict([net])[0]
+    assert list(pred) == list(before)
+    assert sum(v.numel() for v in pred.values()) == sum(v.numel() for v in before.values())
+    ghn(net)
+    assert all(not torch.equal(before[k], p) for k, p in net.named_parameters())
+    assert all(m.training and not m.track_running_stats for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+def test_classifier_size_mismatch_on_a_model():
+    import torchvision
+    with pytest.raises(ValueError, match=r"'fc.weight'\) has 100 outputs.*10 classes"):
+        GHN2()(torchvision.models.resnet18(num_classes=100))

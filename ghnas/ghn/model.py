@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ..graph import PRIMITIVES, Graph
 from .batch import CLASSIFIER_BIAS, CLASSIFIER_WEIGHT, GraphBatch
-from .layers import MLP, ConvDecoder, GatedGNN, MLPDecoder, ShapeEncoder
+from .layers import MLP, ConvDecoder, GatedGNN, MLPDecoder, ShapeEncoder, cpu_threads
 
 Item = Union[nn.Module, Graph]
 
@@ -46,9 +46,9 @@ def tile_to(w: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     while w.dim() - 1 < nd:
         w = w.unsqueeze(-1)
     w = w[(slice(None),) + tuple(slice(0, min(t, s)) for t, s in zip(shape, w.shape[1:]))]
-    for d, (t, s) in enumerate(zip(shape, w.shape[1:])):
-        if t > s:
-            w = w.index_select(d + 1, torch.arange(t, device=w.device) % s)
+    reps = [1] + [-(-t // s) for t, s in zip(shape, w.shape[1:])]
+    if any(r > 1 for r in reps):  # repeat is a plain memory copy, much faster than a gather
+        w = w.repeat(reps)[(slice(None),) + tuple(slice(0, t) for t in shape)]
     return w
 
 
@@ -89,6 +89,10 @@ class GHN2(nn.Module):
     Submodule names equal ppuda's, so its checkpoints load strictly (see
     :func:`ghnas.ghn.load_ghn`).
 
+    On CPU, :meth:`predict` runs with :attr:`cpu_threads` intra-op threads (default 1):
+    GHN-2 is a long chain of small ops, for which more threads mostly add
+    synchronisation cost (severely so on a busy machine). ``None`` keeps torch's setting.
+
     Example:
         >>> import torch, numpy as np, ghnas
         >>> from ghnas.graph import Graph, Node
@@ -104,6 +108,8 @@ class GHN2(nn.Module):
         >>> {k: tuple(v.shape) for k, v in params.items()}['conv.weight']
         (8, 3, 3, 3)
     """
+
+    cpu_threads: int | None = 1
 
     def __init__(self, max_shape: Sequence[int] = (64, 64, 11, 11), num_classes: int = 10, hid: int = 32,
                  ve_cutoff: int = PPUDA_VE_CUTOFF, layernorm: bool = True, weight_norm: bool = True,
@@ -278,21 +284,25 @@ class GHN2(nn.Module):
 
         Returns:
             one ``{parameter name: tensor}`` dict per item, in the model's parameter
-            order. The tensors are outputs of the GHN (differentiable w.r.t. its
+            order (for a graph: in node order). The tensors are outputs of the GHN (differentiable w.r.t. its
             parameters when grad is enabled), ready for ``torch.func.functional_call``.
 
         Raises:
             ValueError: the classifier size differs from ``num_classes``, or a
                 model's parameters and its graph's parameter nodes do not match.
         """
-        single = isinstance(items, (nn.Module, Graph))
-        seq = [items] if single else items
+        seq = [items] if isinstance(items, (nn.Module, Graph)) else items
         batch = self.prepare(seq, input_shape)
-        if not isinstance(seq, GraphBatch):
-            for b, it in enumerate(seq):
-                if isinstance(it, nn.Module):
-                    _check_model_params(it, batch.graphs[b], b)
-        return self.decode(self.embed_nodes(batch), batch)
+        models = [] if isinstance(seq, GraphBatch) else list(seq)
+        for b, it in enumerate(models):
+            if isinstance(it, nn.Module):
+                _check_model_params(it, batch.graphs[b], b)
+        with cpu_threads(self.cpu_threads if self.embed.weight.device.type == "cpu" else None):
+            out = self.decode(self.embed_nodes(batch), batch)
+        for b, it in enumerate(models):
+            if isinstance(it, nn.Module):  # the model's own parameter order
+                out[b] = {name: out[b][name] for name, _ in it.named_parameters()}
+        return out
 
     def forward(self, model: nn.Module, input_shape: Sequence[int] | None = None,
                 bn_train: bool = True) -> nn.Module:
