@@ -1,0 +1,166 @@
+"""The GHN proxy: score an architecture by how well its GHN-predicted parameters work.
+
+A GHN predicts all parameters of many candidate networks in one batched call; each
+predicted network is then evaluated on a few held-out batches, with batch norm on batch
+statistics (predicted networks have no running statistics). No training happens.
+
+Example::
+
+    >>> from ghnas.proxies import score
+    >>> table = score(archs, space='nb201', proxy=GHNProxy(ghn='ghnas-nb201-cifar10'),
+    ...               data='sample')                                 # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .base import Batch, Proxy, ResultCallback, arch_seed, logits_of, register_proxy
+
+METRICS = ("acc", "neg_loss", "acc_loss")
+
+
+def default_ghn_name(space_name: str) -> str:
+    """The GHN shipped for a space: ``'ghnas-<space>-cifar10'``."""
+    return f"ghnas-{space_name}-cifar10"
+
+
+@register_proxy("ghn")
+class GHNProxy(Proxy):
+    """Accuracy (or loss) of GHN-predicted parameters on held-out images.
+
+    Args:
+        ghn: a GHN name (``load_ghn`` resolves it), a checkpoint path, or a ``GHN2``
+            instance; ``None`` uses the GHN shipped for the space being searched
+            (``'ghnas-<space>-cifar10'``).
+        metric: ``'acc'`` (accuracy), ``'neg_loss'`` (minus the cross-entropy) or
+            ``'acc_loss'`` (accuracy, with the loss breaking ties between equally
+            accurate networks).
+        eval_batch: images per forward pass; batch norm normalises over this many.
+        chunk: architectures predicted per GHN call (bounds memory).
+    """
+
+    higher_is_better = True
+    needs_data = True
+
+    def __init__(self, ghn: Any = None, metric: str = "acc_loss", eval_batch: int = 100,
+                 chunk: int = 16):
+        if metric not in METRICS:
+            raise ValueError(f"unknown GHN proxy metric {metric!r}; valid: {', '.join(METRICS)}")
+        if eval_batch < 2:
+            raise ValueError(f"eval_batch must be >= 2 (batch norm needs a batch), got {eval_batch}")
+        self.metric = metric
+        self.eval_batch = int(eval_batch)
+        self.chunk = max(1, int(chunk))
+        self._ghn = None
+        if ghn is None or isinstance(ghn, (str, bytes)) or hasattr(ghn, "__fspath__"):
+            self.ghn = None if ghn is None else str(ghn)
+        else:
+            self._ghn = ghn
+            self.ghn = "instance:" + _state_digest(ghn)  # identifies the weights in cache keys
+
+    def _resolve(self, space: Any, device: torch.device):
+        if self._ghn is None:
+            from ghnas.ghn import load_ghn
+
+            name = self.ghn or default_ghn_name(getattr(space, "name", ""))
+            self._ghn = load_ghn(name, device=device)
+            self.ghn = name
+        return self._ghn.to(device).eval()
+
+    def score(self, model: nn.Module, batches: Sequence[Batch] | None) -> float:
+        """Predict ``model``'s parameters and evaluate them (the model is not modified)."""
+        if not batches:
+            raise ValueError("the GHN proxy needs data: pass data='sample', an ImageData or (x, y) batches")
+        device = batches[0][0].device
+        ghn = self._resolve(None, device) if self._ghn is None and self.ghn else self._ghn
+        if ghn is None:
+            raise ValueError("GHNProxy.score on a bare model needs ghn= (a name, path or GHN2)")
+        ghn = ghn.to(device).eval()
+        with torch.no_grad():
+            params = ghn.predict([model])[0]
+        return self._evaluate(model, params, batches)
+
+    def score_archs(self, archs: Sequence[str], space: Any, batches: Sequence[Batch] | None,
+                    build_kwargs: dict[str, Any] | None = None, *, seed: int = 0,
+                    device: str | torch.device = "cpu",
+                    callback: ResultCallback | None = None) -> list[float]:
+        """Predict parameters for ``chunk`` architectures per GHN call, then evaluate each."""
+        if not batches:
+            raise ValueError("the GHN proxy needs data: pass data='sample', an ImageData or (x, y) batches")
+        device = torch.device(device)
+        ghn = self._resolve(space, device)
+        kwargs = dict(build_kwargs or {})
+        out: list[float] = []
+        for start in range(0, len(archs), self.chunk):
+            t0 = time.perf_counter()
+            part = archs[start:start + self.chunk]
+            models = []
+            for a in part:
+                # parameters are overwritten, but buffers and unused tensors come from init
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(arch_seed(seed, space.hash(a)))
+                    models.append(space.build(a, **kwargs).to(device))
+            with torch.no_grad():
+                preds = ghn.predict([_graph(m) for m in models])
+            values = [self._evaluate(m, p, batches) for m, p in zip(models, preds)]
+            per_arch = (time.perf_counter() - t0) / len(part)
+            for i, v in enumerate(values):
+                out.append(v)
+                if callback is not None:
+                    callback(start + i, v, per_arch)
+        return out
+
+    @torch.no_grad()
+    def _evaluate(self, model: nn.Module, params: dict[str, torch.Tensor],
+                  batches: Sequence[Batch]) -> float:
+        x = torch.cat([b[0] for b in batches])
+        y = torch.cat([b[1] for b in batches])
+        was_training = model.training
+        model.train()  # batch statistics; running statistics of this throwaway copy are unused
+        try:
+            correct, loss_sum = 0, 0.0
+            for i in range(0, len(y), self.eval_batch):
+                xb, yb = x[i:i + self.eval_batch], y[i:i + self.eval_batch]
+                if len(yb) < 2:
+                    continue
+                out = logits_of(functional_call(model, params, (xb,), strict=False)).float()
+                correct += int((out.argmax(1) == yb).sum())
+                loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
+        finally:
+            model.train(was_training)
+        n = len(y) - (len(y) % self.eval_batch == 1)
+        acc, loss = correct / n, loss_sum / n
+        if loss != loss:  # NaN: a degenerate network
+            return float("nan")
+        if self.metric == "acc":
+            return acc
+        if self.metric == "neg_loss":
+            return -loss
+        # the loss only orders networks of equal accuracy: its weight is below one image
+        return acc - min(loss, 1e3) / (1e3 * n + 1)
+
+
+def _graph(model: nn.Module):
+    from ghnas.graph import extract
+
+    with warnings.catch_warnings():
+        # dead ops of a cell (e.g. behind NB201 `none` edges) never reach the output:
+        # they get no graph node and no prediction, and cannot change the score
+        warnings.simplefilter("ignore", UserWarning)
+        return extract(model)
+
+
+def _state_digest(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
