@@ -22,6 +22,7 @@ one forward pass, following the rules of the GHN-2 reference code (ppuda,
 from __future__ import annotations
 
 import heapq
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -205,13 +206,15 @@ class Graph:
         if node_size is None:
             node_size = float(np.clip(4000.0 / max(n, 1), 12, 120))
 
-        cmap = plt.get_cmap("tab20")
-        colors = {p: cmap(i % 20) for i, p in enumerate(PRIMITIVES)}
+        colors = _OP_COLORS
         edges = np.asarray(self.edges, dtype=np.int64).reshape(-1, 2)
         for s, d in edges:
+            # edges that skip layers are bent so they do not hide behind the nodes they pass
+            bend = 0.0 if depth[d] - depth[s] <= 1 else 0.35
             ax.annotate("", xy=pos[d], xytext=pos[s],
-                        arrowprops=dict(arrowstyle="-|>", lw=0.5, color="0.55", alpha=0.7,
-                                        shrinkA=2, shrinkB=2, mutation_scale=6))
+                        arrowprops=dict(arrowstyle="-|>", lw=0.5, color="0.5", alpha=0.7,
+                                        shrinkA=3, shrinkB=3, mutation_scale=7,
+                                        connectionstyle=f"arc3,rad={bend}"))
         ops = [node.op for node in self.nodes]
         present = [p for p in PRIMITIVES if p in set(ops)]
         for p in present:
@@ -234,6 +237,14 @@ class Graph:
         return ax
 
 
+# Distinct colours per primitive for Graph.draw (convolutions in greens/blues).
+_OP_COLORS = {
+    "conv": "#2ca02c", "sep_conv": "#17becf", "dil_conv": "#1f77b4", "bias": "#e377c2",
+    "bn": "#ff7f0e", "ln": "#ffdd57", "sum": "#d62728", "concat": "#9467bd",
+    "max_pool": "#8c564b", "avg_pool": "#c49c94", "glob_avg": "#7f7f7f", "msa": "#222222",
+    "cse": "#bcbd22", "pos_enc": "#aec7e8", "input": "#ffffff",
+}
+
 # ============================================================================ extraction
 # Autograd op names (the part before "Backward") of parameter-free ops that GHN-2 keeps.
 _KEPT_OPS = {
@@ -249,6 +260,7 @@ _PASS_THROUGH = {
     "Unsqueeze", "Squeeze", "Clone", "Select", "Slice", "Split", "SplitWithSizes", "Unbind",
     "T", "NativeDropout", "Alias", "AsStrided", "Contiguous", "Flatten", "Repeat", "Unflatten",
 }
+_META_MIN_PIXELS = 128 * 128  # trace='auto' uses the meta device above this input size
 _MATMUL_OPS = {"Bmm", "Mm", "MatMul", "Matmul", "Mv", "Baddbmm", "Einsum"}
 _SOFTMAX = ("Softmax", "SafeSoftmax", "_SafeSoftmax")
 
@@ -411,12 +423,21 @@ def _trace_real(model: Any, shape: tuple[int, ...], device: Any, dtype: Any):
     return out, {id(p): n for n, p in model.named_parameters()}
 
 
+def _forward_error(model: Any, shape: tuple[int, ...], e: Exception, where: str) -> ValueError:
+    # name the shape: the usual cause is an input size the model does not take
+    return ValueError(
+        f"the forward pass of {type(model).__name__} failed on an input of shape {tuple(shape)}"
+        f"{where} ({type(e).__name__}: {e}); pass the input shape the model expects as "
+        f"input_shape=(N, C, H, W) or set model.expected_input_sz")
+
+
 def _trace(model: Any, shape: tuple[int, ...], mode: str = "auto"):
     """One forward pass in eval mode (as ppuda's callers do: BN uses its running stats,
     dropout adds no ops). Returns (output tensor, {id(leaf tensor): parameter name}).
 
-    ``mode``: ``'meta'`` (shapes only), ``'real'`` (a real forward) or ``'auto'`` (meta,
-    and a real forward if the model cannot run on the meta device, e.g. it reads values).
+    ``mode``: ``'meta'`` (shapes only), ``'real'`` (a real forward) or ``'auto'`` (real
+    for inputs up to 128x128 pixels; above, meta and a real forward if the model cannot
+    run on the meta device, e.g. because it reads tensor values).
     """
     import torch
 
@@ -429,20 +450,23 @@ def _trace(model: Any, shape: tuple[int, ...], mode: str = "auto"):
     try:
         model.eval()
         out = None
-        if mode in ("auto", "meta"):
+        if mode == "auto":
+            # a shapes-only pass costs ~1 ms per BN layer in Python; a real one grows with
+            # the pixels: the real pass wins on CIFAR-sized inputs, the meta one on ImageNet's
+            mode, fallback = ("meta", True) if math.prod(shape[2:]) > _META_MIN_PIXELS else ("real", False)
+        else:
+            fallback = False
+        if mode == "meta":
             try:
                 out, ids = _trace_meta(model, shape, dtype)
-            except Exception:
-                if mode == "meta":
-                    raise
+            except Exception as e:
+                if not fallback:
+                    raise _forward_error(model, shape, e, " on the meta device (try trace='real')") from e
         if out is None:
             try:
                 out, ids = _trace_real(model, shape, device, dtype)
-            except Exception as e:  # report the shape: the usual cause is a wrong input size
-                raise ValueError(
-                    f"the forward pass of {type(model).__name__} failed on an input of shape "
-                    f"{tuple(shape)} ({type(e).__name__}: {e}); pass the input shape the model "
-                    f"expects as input_shape=(N, C, H, W) or set model.expected_input_sz") from e
+            except Exception as e:
+                raise _forward_error(model, shape, e, "") from e
     finally:
         for m, was_training in modes:
             m.training = was_training
@@ -467,11 +491,13 @@ def extract(model: Any, input_shape: tuple[int, ...] | None = None, strict: bool
             ``(1, 3, s, s)``) if the model has it, else ``(1, 3, 32, 32)``.
         strict: raise instead of warning when some parameters are not reached by the
             forward pass (they would get no node and would not be predicted).
-        trace: ``'auto'`` (default) runs the forward pass on the meta device (shapes
-            only, so the cost does not grow with the input size) and falls back to a real
-            forward pass if the model cannot run there (e.g. it reads tensor values);
-            ``'real'`` always runs a real forward pass on the model's device; ``'meta'``
-            never does.
+        trace: how to run the forward pass. ``'real'``: on the model's device, as
+            ppuda does. ``'meta'``: on the meta device (shapes only, no arithmetic, so
+            the cost does not grow with the input size; the model's parameters and
+            buffers are not touched). ``'auto'`` (default): real for inputs up to
+            128x128 pixels, meta above (falling back to real if the model cannot run
+            on the meta device, e.g. because it reads tensor values). Both give the
+            same graph.
 
     Returns:
         a :class:`Graph` whose node order is topological and deterministic.

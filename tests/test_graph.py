@@ -158,7 +158,7 @@ def test_order_is_topological_and_deterministic():
     assert a.edges.dtype == np.int64 and a.edges.shape[1] == 2
 
 
-@pytest.mark.parametrize("trace", ["auto", "real"])
+@pytest.mark.parametrize("trace", ["meta", "real"])
 def test_model_state_is_left_alone(trace):
     torch.manual_seed(0)
     model = SmallCNN().train()
@@ -189,8 +189,8 @@ def test_tensors_cached_in_forward_are_not_left_on_meta():
             return self.fc(self.conv(x).mean((2, 3)))
 
     model = Cache()
-    extract(model)
-    assert model.cached is None or not model.cached.is_meta
+    extract(model, trace="meta")
+    assert model.cached is None
     model(torch.randn(1, 3, 8, 8))  # still runs for real
 
 
@@ -390,8 +390,28 @@ def test_expected_input_sz_sets_the_tracing_input():
 
     assert extract(Fixed(20)).input_shape == (1, 3, 20, 20)
     assert extract(Fixed((3, 20, 20))).input_shape == (1, 3, 20, 20)
-    with pytest.raises(ValueError, match="failed on an input of shape"):
-        extract(Fixed(20), input_shape=(1, 3, 32, 32))
+    for trace in ("auto", "meta", "real"):
+        with pytest.raises(ValueError, match=r"failed on an input of shape \(1, 3, 32, 32\)"):
+            extract(Fixed(20), input_shape=(1, 3, 32, 32), trace=trace)
+
+
+def test_auto_trace_falls_back_to_a_real_forward_for_large_inputs():
+    class ReadsValues(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.conv(x)
+            if h.abs().sum() > 0:  # data-dependent: cannot run on the meta device
+                h = F.relu(h)
+            return self.fc(h.mean((2, 3)))
+
+    g = extract(ReadsValues(), input_shape=(1, 3, 224, 224))  # auto: meta first, then real
+    assert [n.op for n in g.nodes] == ["input", "conv", "bias", "conv", "bias"]
+    with pytest.raises(ValueError, match="on the meta device"):
+        extract(ReadsValues(), trace="meta")
 
 
 def test_classifier_without_bias_follows_ppuda_flags():
