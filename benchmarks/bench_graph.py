@@ -1,11 +1,11 @@
 """Time GHN-2 graph extraction (:func:`ghnas.graph.extract`).
 
-For each model we time, separately and as the median of ``--reps`` runs after one
-warm-up run:
+For each model we time, as the median (and min) of ``--reps`` runs after one warm-up:
 
-* ``extract`` with the default tracing (``trace='auto'``: a forward pass on the meta
-  device, shapes only);
-* ``extract`` with ``trace='real'`` (a real forward pass on CPU, as ppuda does);
+* ``extract`` with each tracing mode: ``trace='real'`` (a real forward pass on CPU, as
+  ppuda does), ``trace='meta'`` (a forward pass on the meta device, shapes only) and
+  the default ``trace='auto'`` (real up to 128x128 inputs, meta above); the three are
+  interleaved within each repetition so that changes of machine load hit them alike;
 * ``hop_edges(50)``, GHN-2's virtual edges (all-pairs shortest paths up to 50 hops).
 
 Models: torchvision ResNet-18 and ResNet-50 adjusted to 32x32 (``adjust_net``),
@@ -21,6 +21,7 @@ Results: ``benchmarks/results/graph.json`` and ``benchmarks/results/graph.md``.
 Usage::
 
     python benchmarks/bench_graph.py            # all models, 7 repetitions
+    python benchmarks/bench_graph.py --threads 1
     python benchmarks/bench_graph.py --reps 3 --models resnet18 darts_c16_l8
 """
 from __future__ import annotations
@@ -64,14 +65,7 @@ def _models():
     }
 
 
-def _time(fn, reps: int) -> tuple[float, list[float]]:
-    fn()  # warm-up: first calls pay for lazy imports and allocator growth
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
+MODES = ("auto", "meta", "real")
 
 
 def run(names: list[str], reps: int) -> dict:
@@ -85,27 +79,43 @@ def run(names: list[str], reps: int) -> dict:
         build, shape = models[name]
         torch.manual_seed(0)
         model = build().eval()
+        times: dict[str, list[float]] = {m: [] for m in MODES}
+        hop: list[float] = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             graph = extract(model, shape)
-            t_auto, all_auto = _time(lambda: extract(model, shape), reps)
-            t_real, all_real = _time(lambda: extract(model, shape, trace="real"), reps)
-        t_hop, all_hop = _time(lambda: graph.hop_edges(50), reps)
+            for m in MODES:  # warm-up: first calls pay for lazy imports and allocator growth
+                extract(model, shape, trace=m)
+            for _ in range(reps):
+                # modes interleaved, so that a change of machine load hits them alike
+                for m in MODES:
+                    t0 = time.perf_counter()
+                    extract(model, shape, trace=m)
+                    times[m].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                graph.hop_edges(50)
+                hop.append(time.perf_counter() - t0)
         row = {
             "model": name, "input_shape": list(shape), "nodes": len(graph),
             "real_edges": int(len(graph.edges)), "edges_with_virtual": int(len(graph.hop_edges(50))),
             "params": sum(p.numel() for p in model.parameters()),
-            "extract_s": t_auto, "extract_real_s": t_real, "hop_edges_s": t_hop,
-            "extract_runs_s": all_auto, "extract_real_runs_s": all_real, "hop_edges_runs_s": all_hop,
+            "auto_uses": "meta" if shape[2] * shape[3] > 128 * 128 else "real",
         }
+        for m in MODES:
+            row[f"extract_{m}_s"] = statistics.median(times[m])
+            row[f"extract_{m}_min_s"] = min(times[m])
+            row[f"extract_{m}_runs_s"] = times[m]
+        row["hop_edges_s"] = statistics.median(hop)
+        row["hop_edges_runs_s"] = hop
         rows.append(row)
-        print(f"{name:15s} {len(graph):4d} nodes  extract {t_auto:.4f} s  (real forward {t_real:.4f} s)"
-              f"  hop_edges {t_hop:.4f} s", flush=True)
+        print(f"{name:15s} {len(graph):4d} nodes  " + "  ".join(
+            f"{m} {row[f'extract_{m}_s']:.4f} s (min {row[f'extract_{m}_min_s']:.4f})" for m in MODES)
+            + f"  hop_edges {row['hop_edges_s']:.4f} s", flush=True)
         del model
     return {
         "benchmark": "ghnas.graph.extract",
         "reps": reps,
-        "statistic": "median after one warm-up run",
+        "statistic": "median (and min) over reps after one warm-up run; trace modes interleaved",
         "machine": {
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "processor": platform.processor() or platform.machine(), "platform": platform.platform(),
@@ -126,20 +136,25 @@ def markdown(res: dict) -> str:
     lines = [
         "# Graph extraction speed (`ghnas.graph.extract`)",
         "",
-        f"Median of {res['reps']} runs after a warm-up, on a {m['cpu_count']}-core CPU "
-        f"({m['processor']}, torch {m['torch']} with {m['torch_threads']} threads), shared with other "
-        f"jobs: load average {m['loadavg_before'][0]} before, {m['loadavg_after'][0]} after.",
-        "`extract` traces on the meta device (default, `trace='auto'`); `real forward` is "
-        "`trace='real'`, a real CPU forward pass as in ppuda. `hop_edges(50)` adds GHN-2's "
-        "virtual edges. ppuda's reference: ~0.02 s for the ResNet-18 graph (unloaded 2 vCPU).",
+        f"Seconds per call, median (min) of {res['reps']} runs after a warm-up, on a "
+        f"{m['cpu_count']}-core CPU ({m['processor']}; torch {m['torch']} with {m['torch_threads']} "
+        f"thread(s)), shared with other jobs: load average {m['loadavg_before'][0]} before, "
+        f"{m['loadavg_after'][0]} after, so absolute times are noisy; the columns of one row were "
+        "measured interleaved and compare fairly.",
         "",
-        "| model | input | nodes | edges (real / +virtual) | extract (s) | real forward (s) | hop_edges(50) (s) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "`real`: a real CPU forward pass, as ppuda does; `meta`: a forward pass on the meta "
+        "device (shapes only); `auto` (the default) picks `real` up to 128x128 inputs and `meta` "
+        "above. `hop_edges(50)` adds GHN-2's virtual edges. ppuda's reference: about 0.02 s "
+        "for the ResNet-18 graph (2 vCPU, 2 threads, unloaded).",
+        "",
+        "| model | input | nodes | edges (real / +virtual) | auto (s) | meta (s) | real (s) | hop_edges(50) (s) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in res["rows"]:
         shape = "x".join(str(s) for s in r["input_shape"][2:])
+        cells = " | ".join(f"{r[f'extract_{k}_s']:.3f} ({r[f'extract_{k}_min_s']:.3f})" for k in MODES)
         lines.append(f"| {r['model']} | {shape} | {r['nodes']} | {r['real_edges']} / {r['edges_with_virtual']} "
-                     f"| {r['extract_s']:.4f} | {r['extract_real_s']:.4f} | {r['hop_edges_s']:.4f} |")
+                     f"| {cells} | {r['hop_edges_s']:.4f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -154,9 +169,13 @@ def main(argv=None) -> None:
     ap.add_argument("--reps", type=int, default=7, help="timed runs per model (after a warm-up)")
     ap.add_argument("--models", nargs="+", default=list(_models()), help="subset of models")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for graph.json / graph.md")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (default: torch's choice); 1 is steadier on a busy machine")
     args = ap.parse_args(argv)
     if args.reps < 1:
         raise SystemExit("--reps must be >= 1")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     res = run(args.models, args.reps)
     args.out.mkdir(parents=True, exist_ok=True)
     _write(args.out / "graph.json", json.dumps(res, indent=1) + "\n")

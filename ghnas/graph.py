@@ -699,9 +699,10 @@ def _build(root: Any, leaves: dict, shape: tuple[int, ...]) -> Graph:
                 add_edge(a, w)
             pred[o] = {w}
 
-    # ---- 5. input node: feeds every node that nothing else feeds (ppuda allows exactly one)
+    # ---- 5. input node: feeds every node that nothing but embeddings feeds (ppuda allows
+    # exactly one such node)
     embed_set = set(embed_nodes)
-    sources = [v for v in range(len(node_kind)) if not pred[v] and v not in embed_set]
+    sources = [v for v in range(len(node_kind)) if v not in embed_set and pred[v] <= embed_set]
     inp = new_node("input", None, (-1, 0))
     for v in sources:
         add_edge(inp, v)

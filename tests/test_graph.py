@@ -349,6 +349,24 @@ def test_sum_after_a_dropped_sum_is_kept_as_in_ppuda():
     assert g.edges.tolist() == [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]]
 
 
+def test_embedding_added_to_the_raw_input():
+    class PosFirst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos = nn.Parameter(torch.zeros(1, 3, 8, 8))
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.conv(x + self.pos).mean((2, 3)))
+
+    g = extract(PosFirst(), input_shape=(1, 3, 8, 8))
+    assert [(n.op, n.name) for n in g.nodes] == [
+        ("input", "input"), ("pos_enc", "pos"), ("sum", "AddBackward0"), ("conv", "conv.weight"),
+        ("bias", "conv.bias"), ("conv", "fc.weight"), ("bias", "fc.bias")]
+    assert g.edges.tolist() == [[0, 2], [1, 2], [2, 3], [3, 4], [4, 5], [5, 6]]
+
+
 def test_tuple_and_dict_outputs_use_the_first_tensor():
     class Tup(nn.Module):
         def __init__(self):
