@@ -128,6 +128,37 @@ class Graph:
         src, dst = np.nonzero(np.isfinite(dist) & (dist > 0) & (dist <= cutoff))
         return np.stack([src, dst, dist[src, dst].astype(np.int64)], 1).astype(np.int64)
 
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict (inverse: :meth:`from_dict`)."""
+        def plain(v):
+            if isinstance(v, (list, tuple)):
+                return [plain(x) for x in v]
+            if isinstance(v, np.generic):
+                return v.item()
+            return v
+
+        return {
+            "nodes": [{"op": n.op, "name": n.name, "shape": plain(n.shape), "params": list(n.params),
+                       "role": n.role, "attrs": {k: plain(v) for k, v in n.attrs.items()}}
+                      for n in self.nodes],
+            "edges": np.asarray(self.edges, dtype=np.int64).reshape(-1, 2).tolist(),
+            "input_shape": plain(self.input_shape),
+            "unused_params": list(self.unused_params),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Graph":
+        """Rebuild a graph written by :meth:`to_dict` (list-valued attrs stay lists)."""
+        nodes = [Node(n["op"], n["name"], None if n["shape"] is None else tuple(n["shape"]),
+                      tuple(n["params"]), n.get("role", ""), dict(n.get("attrs", {})))
+                 for n in d["nodes"]]
+        for node in nodes:
+            if node.op not in PRIMITIVE_ID:
+                raise ValueError(f"unknown op {node.op!r} in node {node.name!r}; valid ops: {', '.join(PRIMITIVES)}")
+        shape = d.get("input_shape")
+        return cls(nodes, np.asarray(d["edges"], dtype=np.int64).reshape(-1, 2),
+                   None if shape is None else tuple(shape), tuple(d.get("unused_params", ())))
+
     def summary(self) -> dict[str, int]:
         """Number of nodes of each primitive, in :data:`PRIMITIVES` order: ``{'conv': 21, ...}``."""
         counts: dict[str, int] = {}

@@ -633,6 +633,18 @@ def test_to_networkx_summary_len_and_draw(tmp_path):
     assert depth[0] == 0 and all(depth[s] < depth[d] for s, d in g.edges)
 
 
+def test_to_dict_round_trip():
+    g = extract(Mixed())
+    d = json.loads(json.dumps(g.to_dict()))
+    h = Graph.from_dict(d)
+    assert [(n.op, n.name, n.shape, n.params, n.role) for n in h.nodes] == \
+           [(n.op, n.name, n.shape, n.params, n.role) for n in g.nodes]
+    assert np.array_equal(h.edges, g.edges) and h.input_shape == g.input_shape
+    d["nodes"][1]["op"] = "conv_9x9"
+    with pytest.raises(ValueError, match="unknown op 'conv_9x9'"):
+        Graph.from_dict(d)
+
+
 def test_hand_built_graph():
     g = Graph([Node("input", "input"), Node("conv", "w", (4, 3, 3, 3), ("w",)),
                Node("bias", "b", (4,), ("b",))], np.array([[0, 1], [1, 2]]))
