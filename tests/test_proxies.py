@@ -488,7 +488,10 @@ def test_data_proxies_agree_with_naslib(nb201_csv, cifar10_root):
     batch = [next(train.batches(32, shuffle=True, seed=0))]
     cols = {"jacob_cov": "naslib_jacov", "snip": "naslib_snip", "grad_norm": "naslib_grad_norm",
             "fisher": "naslib_fisher", "grasp": "naslib_grasp"}
+    # GraSP is noisy: two of our own runs with different seeds agree only to rho ~ 0.55
+    # (benchmarks/results/baselines_nb201.md), so it gets a looser bound
+    bound = {"grasp": 0.5}
     for proxy, col in cols.items():
         ours = score(archs, "nb201", proxy, data=batch, build_kwargs={"C": 16, "N": 5},
                      progress=False, device="cpu").scores
-        assert spearman_rho(ours, [float(r[col]) for r in rows]) >= 0.8, proxy
+        assert spearman_rho(ours, [float(r[col]) for r in rows]) >= bound.get(proxy, 0.8), proxy
