@@ -54,6 +54,23 @@ class Proxy(abc.ABC):
     Contract of :meth:`score`: it returns one float (``nan`` when the network is
     degenerate, e.g. its output does not depend on its input) and leaves ``model``
     as it found it (parameters, buffers, gradients, train/eval mode).
+
+    A proxy that scores many architectures at once (the GHN proxy) overrides
+    :meth:`score_archs`, returns one score per architecture, and may call
+    ``callback(i, score, seconds)`` as each one is ready (progress bar and resumable
+    cache of :func:`~ghnas.proxies.score`).
+
+    Example, a new proxy::
+
+        >>> from ghnas.proxies import Proxy, register_proxy, score
+        >>> @register_proxy("n_convs", overwrite=True)
+        ... class NumConvs(Proxy):
+        ...     needs_data = False
+        ...     def score(self, model, batches):
+        ...         return float(sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()))
+        >>> arch = '|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|'
+        >>> score([arch], 'nb201', 'n_convs', build_kwargs={'N': 1}, progress=False).scores
+        [10.0]
     """
 
     #: registry name, set by :func:`register_proxy`
