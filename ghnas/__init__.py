@@ -13,6 +13,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_ghn": "ghnas.ghn",
     "GHN2": "ghnas.ghn",
+    "search": "ghnas.search",
+    "warm_start": "ghnas.warm",
+    "meta_train": "ghnas.metatrain",
 }
 
 

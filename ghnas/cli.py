@@ -1,0 +1,554 @@
+"""The ``ghnas`` command line.
+
+Subcommands::
+
+    ghnas search     --space nb201 --budget 100 [--strategy random|evolution|tpe] [--ghn PATH]
+    ghnas score      --space nb201 --proxy synflow ARCH ... | --file archs.txt  [--csv out.csv]
+    ghnas rank       (same as score)
+    ghnas correlate  --space nb201 --truth cifar10_dev.csv [--proxies params,synflow] [--out DIR]
+    ghnas meta-train --space nb201 --data cifar10 --steps 1000 --out runs/meta [--resume]
+    ghnas archset    --space nb201 --n-train 1000 --n-val 100 --n-test 100 --out archs.h5
+    ghnas bench      --space nb201 --n 20 --epochs 1 --out bench.csv
+
+Every long job shows a progress bar and can be re-run with the same arguments to resume.
+Bad input (an unknown space, proxy or strategy, an invalid architecture string, a
+missing file) ends with a one-line message and exit status 2; set ``GHNAS_DEBUG=1`` to
+see the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------------------
+# small parsers
+# ----------------------------------------------------------------------------------------
+def _literal(text: str) -> Any:
+    """``'8'`` -> 8, ``'true'`` -> True, ``'[1,2]'`` -> [1, 2], anything else stays a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        low = text.strip().lower()
+        if low in ("true", "false"):
+            return low == "true"
+        if low in ("none", "null"):
+            return None
+        return text
+
+
+def _kv(items: Sequence[str] | None, what: str) -> dict[str, Any] | None:
+    """Parse ``KEY=VALUE`` items (also comma-separated: ``C=8,N=1``) into a dict."""
+    if not items:
+        return None
+    out: dict[str, Any] = {}
+    for item in items:
+        for part in _split_kv(item):
+            if "=" not in part:
+                raise CLIError(f"bad {what} {part!r}: expected KEY=VALUE, e.g. C=8")
+            k, v = part.split("=", 1)
+            if not k.strip():
+                raise CLIError(f"bad {what} {part!r}: empty key")
+            out[k.strip()] = _literal(v.strip())
+    return out
+
+
+def _split_kv(text: str) -> list[str]:
+    # split on commas that start a new KEY=, so list values like k=[1,2] survive
+    parts: list[str] = []
+    for piece in text.split(","):
+        if parts and "=" not in piece:
+            parts[-1] += "," + piece
+        else:
+            parts.append(piece)
+    return [p for p in (s.strip() for s in parts) if p]
+
+
+def _names(text: str | None) -> list[str]:
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+def _device(text: str | None) -> str | None:
+    return None if text in (None, "auto") else text
+
+
+def _timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _space(name: str):
+    import search_spaces
+
+    try:
+        return search_spaces.get(name)
+    except KeyError as e:
+        raise CLIError(e.args[0]) from None
+
+
+def _read_archs(args) -> list[str]:
+    archs = list(args.archs or [])
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise CLIError(f"architecture file {str(path)!r} does not exist")
+        if path.suffix.lower() == ".csv":
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                col = args.arch_col
+                if reader.fieldnames is None or col not in reader.fieldnames:
+                    raise CLIError(f"{path}: no column {col!r}; columns: {reader.fieldnames}")
+                archs += [row[col] for row in reader if row[col].strip()]
+        else:
+            for line in path.read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    archs.append(line)
+    if not archs:
+        raise CLIError("no architectures given: pass them as arguments or with --file")
+    return archs
+
+
+def _check_archs(space, archs: Sequence[str]) -> None:
+    from search_spaces import InvalidArchitecture
+
+    for a in archs:
+        try:
+            space.validate(a)
+        except InvalidArchitecture as e:
+            raise CLIError(f"invalid {space.name} architecture {a!r}: {e}") from None
+
+
+def _make_proxy(name: str, space, ghn: str | None, device):
+    """A proxy instance; for 'ghn' the GHN is loaded once (clear error if there is none)."""
+    from .proxies import get_proxy
+
+    if name == "ghn":
+        from .proxies.ghn import GHNProxy
+        from .search import _load_search_ghn
+
+        net, ref = _load_search_ghn(ghn, space.name, device)
+        return GHNProxy(ghn=net), ref
+    return get_proxy(name), None
+
+
+def _build_kwargs_for(args, space, ghn_ref: str | None) -> dict[str, Any]:
+    from .search import proxy_build_kwargs
+
+    given = _kv(args.build, "--build value")
+    if given is not None:
+        return given
+    if ghn_ref is not None and not ghn_ref.startswith("instance:"):
+        return proxy_build_kwargs(space.name, ghn_ref)
+    return proxy_build_kwargs(space.name)
+
+
+def _proxy_data(args):
+    from .search import _proxy_images
+
+    return _proxy_images(args.data, args.data_root)
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]], last_left: bool = True) -> None:
+    widths = [max(len(h), *(len(r[j]) for r in rows)) if rows else len(h) for j, h in enumerate(header)]
+    n = len(header) - 1 if last_left else len(header)
+
+    def line(cells):
+        left = "  ".join(c.rjust(w) for c, w in zip(cells[:n], widths[:n]))
+        return left + ("  " + cells[-1] if last_left else "")
+
+    print(line(list(header)))
+    for r in rows:
+        print(line(list(r)))
+
+
+def _fmt(v: float) -> str:
+    if v is None:
+        return ""
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+
+
+# ----------------------------------------------------------------------------------------
+# subcommands
+# ----------------------------------------------------------------------------------------
+def cmd_search(args) -> int:
+    from .search import search
+
+    space = _space(args.space)
+    out = Path(args.out) if args.out else Path("runs") / f"search-{space.name}-{_timestamp()}"
+    strategy_kwargs = _kv(args.option, "--option value") or {}
+    for k in ("population", "sample_size"):
+        v = getattr(args, k)
+        if v is not None:
+            strategy_kwargs[k] = v
+    train_kwargs = None
+    if args.train_top_k:
+        train_kwargs = {"batch_size": args.train_batch_size}
+        if args.train_epochs is not None:
+            train_kwargs["epochs"] = args.train_epochs
+        else:
+            train_kwargs["steps"] = args.train_steps
+    result = search(
+        space=space, budget=args.budget, proxy=args.proxy, strategy=args.strategy, data=args.data,
+        seed=args.seed, train_top_k=args.train_top_k, build_kwargs=_kv(args.build, "--build value"),
+        ghn=args.ghn, device=_device(args.device), progress=not args.quiet, out_dir=out,
+        data_root=args.data_root, batch_size=args.batch_size, train_data=args.train_data,
+        train_kwargs=train_kwargs, threads=None if args.threads == 0 else args.threads,
+        **strategy_kwargs)
+    print(result.summary(args.top))
+    print(f"\nbest: {result.best_arch}")
+    print(f"wrote {out / 'result.json'} and {out / 'search.png'}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    import torch
+
+    from .proxies import score
+
+    space = _space(args.space)
+    archs = _read_archs(args)
+    _check_archs(space, archs)
+    dev = torch.device(_device(args.device) or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.ghn and args.proxy != "ghn":
+        raise CLIError(f"--ghn is only used by --proxy ghn, not by {args.proxy!r}")
+    prox, ref = _make_proxy(args.proxy, space, args.ghn, dev)
+    kw = _build_kwargs_for(args, space, ref)
+    data = _proxy_data(args) if prox.needs_data else None
+    from .search import DEFAULT_BATCH, DEFAULT_BATCH_OTHER
+
+    bs = args.batch_size or DEFAULT_BATCH.get(args.proxy, DEFAULT_BATCH_OTHER)
+    table = score(archs, space, prox, data, args.seed, bs, kw, not args.quiet,
+                  cache=args.cache, device=dev)
+    ranked = table.ranked()
+    order = {id(r): i for i, r in enumerate(table.rows)}
+    _print_table(["rank", "score", "seconds", "input"] + ["arch"],
+                 [[str(i), _fmt(r.score), f"{r.seconds:.2f}", str(order[id(r)] + 1), r.arch]
+                  for i, r in enumerate(ranked, 1)])
+    if args.csv:
+        table.to_csv(args.csv)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+def cmd_correlate(args) -> int:
+    import torch
+
+    from . import correlation
+    from .proxies import available_proxies, score
+
+    space = _space(args.space)
+    truth_path = Path(args.truth)
+    if not truth_path.is_file():
+        raise CLIError(f"ground-truth file {str(truth_path)!r} does not exist")
+    truth = correlation.read_truth(truth_path, args.arch_col, args.acc_col, space)
+    archs = list(truth)
+    if args.n is not None:
+        if args.n < 5:
+            raise CLIError(f"--n must be at least 5 (rank statistics need a few points), got {args.n}")
+        archs = archs[: args.n]
+    truth = {a: truth[a] for a in archs}
+    proxies = _names(args.proxies)
+    if not proxies:
+        proxies = ["params", "flops", "synflow"]
+        from .ghn import available_ghns
+        from .proxies.ghn import default_ghn_name
+
+        if args.ghn or default_ghn_name(space.name) in available_ghns():
+            proxies.insert(0, "ghn")
+    known = set(available_proxies())
+    bad = [p for p in proxies if p not in known and not p.startswith("vote:") and "+" not in p]
+    if bad:
+        raise CLIError(f"unknown proxy {bad[0]!r}; valid proxies: {', '.join(sorted(known))}")
+    out = Path(args.out) if args.out else Path("runs") / f"correlate-{space.name}-{_timestamp()}"
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(_device(args.device) or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = None
+    scores: dict[str, dict[str, float]] = {}
+    seconds: dict[str, float] = {}
+    from .search import DEFAULT_BATCH, DEFAULT_BATCH_OTHER, _threads
+
+    for name in proxies:
+        prox, ref = _make_proxy(name, space, args.ghn, dev) if name == "ghn" else _make_proxy(name, space, None, dev)
+        kw = _build_kwargs_for(args, space, ref)
+        if prox.needs_data and data is None:
+            data = _proxy_data(args)
+        bs = args.batch_size or DEFAULT_BATCH.get(name, DEFAULT_BATCH_OTHER)
+        if not args.quiet:
+            print(f"scoring {len(archs)} architectures with {name} ...", file=sys.stderr)
+        with _threads(args.threads or None, dev):
+            table = score(archs, space, prox, data if prox.needs_data else None, args.seed, bs, kw,
+                          not args.quiet, cache=out / "scores.jsonl", device=dev)
+        sign = 1.0 if table.higher_is_better else -1.0  # correlate() wants higher = better
+        scores[name] = {a: sign * r.score for a, r in zip(archs, table.rows)}
+        seconds[name] = sum(r.seconds for r in table.rows) / len(table.rows)
+    report = correlation.correlate(scores, truth, seconds, n_boot=args.n_boot, seed=args.seed)
+    report.to_json(out / "report.json")
+    text = report.table()
+    (out / "report.md").write_text(f"# {space.name}: {len(archs)} architectures of {truth_path.name} "
+                                   f"({args.acc_col})\n\n{text}\n")
+    with open(out / "scores.csv", "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["arch", args.acc_col] + proxies)
+        for a in archs:
+            w.writerow([a, repr(truth[a])] + [repr(scores[p][a]) for p in proxies])
+    correlation.scatter_plots(scores, truth, out / "scatter.png", truth_label=args.acc_col, x_axis="rank")
+    print(text)
+    print(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'scores.csv'} and {out / 'scatter.png'}")
+    return 0
+
+
+def _metatrain_fields():
+    from .metatrain import MetaTrainConfig
+
+    return [f for f in dataclasses.fields(MetaTrainConfig)]
+
+
+def cmd_meta_train(args) -> int:
+    from .metatrain import MetaTrainConfig, meta_train
+
+    given: dict[str, Any] = {}
+    for f in _metatrain_fields():
+        if f.name == "build_kwargs":
+            v = _kv(args.build, "--build value")
+        else:
+            v = getattr(args, f"mt_{f.name}")
+        if v is not None:
+            given[f.name] = v
+    if args.mt_archset and not Path(args.mt_archset).is_file():
+        raise CLIError(f"architecture dataset {args.mt_archset!r} does not exist")
+    if args.resume:
+        res = meta_train(args.out, None, resume=True, progress=not args.quiet, **given)
+    else:
+        res = meta_train(args.out, MetaTrainConfig(**given), progress=not args.quiet)
+    last = res.evals[-1] if res.evals else None
+    print(f"meta-trained {res.step} steps in {res.seconds:.0f}s; GHN written to {res.ghn_path}")
+    if last:
+        print("last evaluation: " + ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}"
+                                              for k, v in last.items()))
+    return 0
+
+
+def cmd_archset(args) -> int:
+    from .archset import write_archset
+
+    _space(args.space)
+    path = write_archset(args.out, space=args.space, n_train=args.n_train, n_val=args.n_val,
+                         n_test=args.n_test, seed=args.seed, build_kwargs=_kv(args.build, "--build value"),
+                         progress=not args.quiet)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench
+
+    _space(args.space)
+    out = bench(space=args.space, n=args.n, epochs=args.epochs, data=args.data, data_root=args.data_root,
+                out=args.out, seed=args.seed, build_kwargs=_kv(args.build, "--build value"),
+                train_kwargs=_kv(args.train, "--train value"), device=_device(args.device),
+                progress=not args.quiet, val_size=args.val_size, train_size=args.train_size,
+                data_seed=args.data_seed)
+    print(f"wrote {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
+# parser
+# ----------------------------------------------------------------------------------------
+def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
+    p.add_argument("--space", default="nb201", help="search space: nb201, darts or a registered name")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--build", action="append", metavar="KEY=VALUE",
+                   help="network size passed to the space's build(), e.g. --build C=8,N=1 "
+                        "(default: the proxy sizes of ghnas.search.PROXY_BUILD_KWARGS)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    if data:
+        p.add_argument("--data", default="sample",
+                       help="images: sample (shipped CIFAR-10 sample, offline), cifar10 or "
+                            "imagefolder:PATH (default: sample)")
+        p.add_argument("--data-root", default=None, help="dataset root folder for --data")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    ap = argparse.ArgumentParser(prog="ghnas", description="Neural architecture search with Graph HyperNetworks.")
+    ap.add_argument("--version", action="version", version=f"ghnas {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    # search
+    p = sub.add_parser("search", help="search a space with a proxy",
+                       description="Score BUDGET distinct architectures with a proxy and report the best.")
+    _common(p)
+    p.add_argument("--budget", type=int, default=100, help="distinct architectures to score (default 100)")
+    p.add_argument("--strategy", default="random", help="random, evolution or tpe (default random)")
+    p.add_argument("--proxy", default="ghn", help="ghn (default), synflow, naswot, params, ... or vote:a,b")
+    p.add_argument("--ghn", default=None, help="GHN name or checkpoint path (default: the GHN shipped for the space)")
+    p.add_argument("--batch-size", type=int, default=None, help="images scored per architecture "
+                                                                  "(default 200 for ghn, 64 otherwise)")
+    p.add_argument("--population", type=int, default=None, help="evolution: population size (20)")
+    p.add_argument("--sample-size", type=int, default=None, help="evolution: tournament size (5)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="other strategy options, e.g. --option n_startup_trials=5 (tpe)")
+    p.add_argument("--train-top-k", type=int, default=0, help="train the K best briefly and report val accuracy")
+    p.add_argument("--train-steps", type=int, default=100, help="SGD steps per trained network (default 100)")
+    p.add_argument("--train-epochs", type=float, default=None, help="train for epochs instead of steps")
+    p.add_argument("--train-batch-size", type=int, default=64)
+    p.add_argument("--train-data", default=None,
+                   help="data for --train-top-k (default --data; 'sample' has no train split)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads while scoring (default 1; 0 = torch's default)")
+    p.add_argument("--top", type=int, default=10, help="rows of the summary table (default 10)")
+    p.add_argument("--out", default=None, help="output folder (default runs/search-<space>-<time>); "
+                                               "re-run with the same --out to resume")
+    p.set_defaults(func=cmd_search)
+
+    # score / rank
+    for name in ("score", "rank"):
+        p = sub.add_parser(name, help="score architectures with a proxy" + (" (alias of score)" if name == "rank" else ""),
+                           description="Score architectures with a proxy and print them ranked.")
+        _common(p)
+        p.add_argument("archs", nargs="*", metavar="ARCH", help="architecture strings")
+        p.add_argument("--file", "-f", default=None,
+                       help="text file with one architecture per line (# comments), or a .csv with --arch-col")
+        p.add_argument("--arch-col", default="arch", help="architecture column of a .csv --file")
+        p.add_argument("--proxy", default="synflow", help="proxy name (default synflow)")
+        p.add_argument("--ghn", default=None, help="GHN name or path for --proxy ghn")
+        p.add_argument("--batch-size", type=int, default=None)
+        p.add_argument("--csv", default=None, help="write the scores to this CSV")
+        p.add_argument("--cache", default=None, help="JSON-lines cache of scores (resume)")
+        p.set_defaults(func=cmd_score)
+
+    # correlate
+    p = sub.add_parser("correlate", help="rank correlation of proxies with ground truth",
+                       description="Score the architectures of a ground-truth CSV with proxies and "
+                                   "report Kendall tau, Spearman rho and top-10%% precision.")
+    _common(p)
+    p.add_argument("--truth", required=True, help="CSV with an architecture and an accuracy column")
+    p.add_argument("--arch-col", default="arch")
+    p.add_argument("--acc-col", default="test_acc")
+    p.add_argument("--proxies", default=None,
+                   help="comma-separated proxies (default: the fast ones: ghn if a GHN is available, "
+                        "params, flops, synflow)")
+    p.add_argument("--ghn", default=None, help="GHN name or path for the ghn proxy")
+    p.add_argument("--n", type=int, default=None, help="use the first N architectures of the file")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads while scoring (0 = torch's default)")
+    p.add_argument("--out", default=None, help="output folder (default runs/correlate-<space>-<time>); "
+                                               "scores are cached there, so a re-run resumes")
+    p.set_defaults(func=cmd_correlate)
+
+    # meta-train: one option per MetaTrainConfig field
+    p = sub.add_parser("meta-train", help="meta-train a GHN on a space",
+                       description="Meta-train a GHN-2 (ghnas.metatrain.meta_train). Options not given "
+                                   "keep MetaTrainConfig's defaults (or, with --resume, the saved run's values).")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, ghn.pt, curve)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--build", action="append", metavar="KEY=VALUE", help="network size, e.g. --build C=8,N=1")
+    p.add_argument("--quiet", "-q", action="store_true")
+    for f in _metatrain_fields():
+        if f.name == "build_kwargs":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kind = type(default)
+        if kind is bool:
+            p.add_argument(flag, dest=f"mt_{f.name}", action=argparse.BooleanOptionalAction, default=None,
+                           help=f"(default {default})")
+        elif kind is tuple:
+            elem = float if f.name == "lr_drops" else int
+            p.add_argument(flag, dest=f"mt_{f.name}", default=None, metavar="A,B,...",
+                           type=lambda s, e=elem: tuple(e(x) for x in s.split(",") if x.strip()),
+                           help=f"comma-separated (default {','.join(map(str, default))})")
+        elif kind in (int, float):
+            p.add_argument(flag, dest=f"mt_{f.name}", type=kind, default=None, metavar=f.name.upper(),
+                           help=f"(default {default})")
+        else:
+            p.add_argument(flag, dest=f"mt_{f.name}", default=None, metavar=f.name.upper(),
+                           help=f"(default {default})")
+    p.set_defaults(func=cmd_meta_train)
+
+    # archset
+    p = sub.add_parser("archset", help="write an HDF5 architecture dataset",
+                       description="Sample architectures, extract their graphs, write train/val/test splits.")
+    p.add_argument("--space", default="nb201")
+    p.add_argument("--n-train", type=int, default=1000)
+    p.add_argument("--n-val", type=int, default=100)
+    p.add_argument("--n-test", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--build", action="append", metavar="KEY=VALUE", help="network size, e.g. --build C=16,N=5")
+    p.add_argument("--out", required=True, help="output .h5 file")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_archset)
+
+    # bench
+    p = sub.add_parser("bench", help="ground truth by brief training",
+                       description="Train N sampled architectures briefly; append val accuracy to a CSV.")
+    _common(p)
+    p.set_defaults(data="cifar10")
+    p.add_argument("--n", type=int, default=20, help="architectures (default 20)")
+    p.add_argument("--epochs", type=float, default=1.0, help="training epochs per architecture (default 1)")
+    p.add_argument("--out", required=True, help="CSV to append to (resumes)")
+    p.add_argument("--train", action="append", metavar="KEY=VALUE",
+                   help="ghnas.train.train options, e.g. --train batch_size=128,lr=0.05")
+    p.add_argument("--val-size", type=int, default=5000)
+    p.add_argument("--train-size", type=int, default=None, help="train on a subset of this many images")
+    p.add_argument("--data-seed", type=int, default=0)
+    p.set_defaults(func=cmd_bench)
+    return ap
+
+
+# ----------------------------------------------------------------------------------------
+# entry point
+# ----------------------------------------------------------------------------------------
+def _user_errors() -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = [CLIError, ValueError, KeyError, FileNotFoundError, FileExistsError,
+                                       IsADirectoryError, NotADirectoryError, PermissionError]
+    return tuple(errs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "strategy", None) is not None:
+        from .search import STRATEGIES
+
+        if args.strategy not in STRATEGIES:
+            parser.exit(2, f"ghnas: error: unknown search strategy {args.strategy!r}; valid: "
+                           f"{', '.join(STRATEGIES)}\n")
+    debug = os.environ.get("GHNAS_DEBUG", "") not in ("", "0")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("\nghnas: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except _user_errors() as e:
+        if debug:
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        msg = " ".join(str(msg).split())  # one line
+        print(f"ghnas {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

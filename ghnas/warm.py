@@ -1,0 +1,163 @@
+"""Warm starts: initialise a network with GHN-predicted parameters, then fine-tune it.
+
+A GHN predicts every parameter of a network in one forward pass. Those parameters are a
+better starting point than a random initialisation (Knyazev et al. 2021, section 5.2),
+but the network that ``ghn(model)`` returns is set up for *evaluation without training*:
+ppuda switches every batch-norm layer to batch statistics (``track_running_stats=False``).
+:func:`warm_start` writes the prediction into the model and leaves it in the ordinary
+trainable state instead: batch norm tracks running statistics again, every parameter
+requires grad, and the model is in training mode.
+
+Example::
+
+    >>> import torch, search_spaces, ghnas
+    >>> ghn = ghnas.GHN2(hid=16, max_shape=(16, 16, 3, 3))            # a trained GHN in practice
+    >>> model = search_spaces.get('nb201').build(
+    ...     '|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|none~1|nor_conv_3x3~2|',
+    ...     C=4, N=1)
+    >>> model = ghnas.warm_start(model, ghn)
+    >>> model.training, all(p.requires_grad for p in model.parameters())
+    (True, True)
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["warm_start", "resolve_ghn_arg", "reset_batchnorm"]
+
+
+def resolve_ghn_arg(ghn: Any, device: str | torch.device = "cpu"):
+    """A GHN from a registered name, a checkpoint path, or a ``GHN2`` instance (returned as is)."""
+    if isinstance(ghn, (str, os.PathLike)):
+        from .ghn import load_ghn
+
+        return load_ghn(ghn, device=device)
+    if isinstance(ghn, nn.Module) and hasattr(ghn, "predict"):
+        return ghn
+    raise TypeError(f"ghn must be a GHN name, a checkpoint path or a GHN2 instance, not {type(ghn).__name__}")
+
+
+def reset_batchnorm(model: nn.Module) -> int:
+    """Put every batch-norm layer back into the normal trainable state; return how many.
+
+    Undoes what ``ghn(model)`` (ppuda's convention) does to batch norm: tracking of
+    running statistics is switched back on (creating the buffers if the layer was built
+    without them) and the statistics are reset to mean 0, variance 1. Predicted networks
+    carry no meaningful running statistics, so keeping stale ones would be wrong.
+    """
+    n = 0
+    for m in model.modules():
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm):
+            continue
+        if getattr(m, "running_mean", None) is None:
+            ref = m.weight if m.weight is not None else next(model.parameters(), torch.zeros(()))
+            kw = dict(device=ref.device, dtype=ref.dtype)
+            m.register_buffer("running_mean", torch.zeros(m.num_features, **kw))
+            m.register_buffer("running_var", torch.ones(m.num_features, **kw))
+            m.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=ref.device))
+        m.track_running_stats = True
+        m.reset_running_stats()
+        n += 1
+    return n
+
+
+@torch.no_grad()
+def _calibrate(model: nn.Module, data: Any, batches: int, batch_size: int, seed: int) -> None:
+    """Estimate batch-norm running statistics as an exact average over a few batches."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved_mode = [(m, m.training) for m in model.modules()]
+    saved_momentum = [(m, m.momentum) for m in bns]
+    try:
+        model.eval()  # no dropout / drop-path / auxiliary head while measuring
+        for m in bns:
+            m.train()
+            m.momentum = None  # cumulative moving average: every batch counts equally
+        if hasattr(data, "batches"):
+            it = data.batches(batch_size, shuffle=True, seed=seed, device=device)
+        else:
+            it = iter(data)
+        for i, batch in enumerate(it):
+            if i >= batches:
+                break
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x.to(device))
+    finally:
+        for m, mom in saved_momentum:
+            m.momentum = mom
+        for m, flag in saved_mode:
+            m.training = flag
+
+
+def warm_start(model: nn.Module, ghn: Any, *, data: Any = None, calib_batches: int = 4,
+               batch_size: int = 128, seed: int = 0,
+               input_shape: Sequence[int] | None = None) -> nn.Module:
+    """Initialise ``model`` with GHN-predicted parameters, ready to fine-tune (in place).
+
+    Args:
+        model: any network the GHN can read (a ``search_spaces`` build, a torchvision
+            model, ...). Its classifier must have as many outputs as the GHN predicts
+            (``ghn.num_classes``).
+        ghn: a GHN name (see :func:`ghnas.ghn.available_ghns`), a checkpoint path, or a
+            ``GHN2`` instance.
+        data: optional training images (a :class:`ghnas.data.ImageData` or an iterable of
+            ``(x, y)`` batches). When given, batch-norm running statistics are estimated
+            on ``calib_batches`` batches of ``batch_size`` images, so the model is also
+            usable in ``eval()`` mode right away. Without it they are reset to mean 0,
+            variance 1 and fill up during fine-tuning.
+        calib_batches, batch_size, seed: how the calibration batches are drawn.
+        input_shape: input shape for graph extraction (default ``(1, 3, 32, 32)``).
+
+    Returns:
+        ``model`` itself: every parameter the forward pass uses holds the GHN's
+        prediction; parameters that the forward pass never touches (ops made dead by
+        ``none`` edges of a NAS-Bench-201 cell, for example) get no prediction and keep
+        their initial values, which cannot change the output. All parameters require
+        grad, batch norm tracks running statistics, and the model is in training mode.
+
+    Example::
+
+        >>> import torchvision, ghnas
+        >>> net = ghnas.warm_start(torchvision.models.resnet18(num_classes=10),
+        ...                        'runs/meta/ghn.pt')                 # doctest: +SKIP
+    """
+    from .graph import extract
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, not {type(model).__name__}")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    net = resolve_ghn_arg(ghn, device)
+    was_training = net.training
+    net = net.to(device).eval()
+    with warnings.catch_warnings():
+        # unused parameters are reported by extract(); here they are expected (dead ops)
+        warnings.simplefilter("ignore", UserWarning)
+        graph = extract(model) if input_shape is None else extract(model, input_shape)
+        with torch.no_grad():
+            pred = net.predict([graph])[0]
+    net.train(was_training)
+    params = dict(model.named_parameters())
+    unknown = [k for k in pred if k not in params]
+    if unknown:
+        raise ValueError(f"the GHN predicted parameters the model does not have: {unknown[:5]}")
+    with torch.no_grad():
+        for name, value in pred.items():
+            p = params[name]
+            if tuple(p.shape) != tuple(value.shape):
+                raise ValueError(f"GHN prediction for {name!r} has shape {tuple(value.shape)}, "
+                                 f"the model's parameter has {tuple(p.shape)}")
+            p.copy_(value.to(dtype=p.dtype, device=p.device))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    reset_batchnorm(model)
+    if data is not None and calib_batches > 0:
+        _calibrate(model, data, calib_batches, batch_size, seed)
+    model.train()
+    return model
