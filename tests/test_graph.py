@@ -19,6 +19,15 @@ from search_spaces.darts import DARTS_V2
 
 
 # ----------------------------------------------------------------------------- helpers
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # the test machine is shared: one intra-op thread avoids oversubscription stalls
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class SmallCNN(nn.Module):
     """The `small_cnn` of the GHN-2 parity fixtures (see their README)."""
 
