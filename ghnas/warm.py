@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-__all__ = ["warm_start", "resolve_ghn_arg", "reset_batchnorm"]
+__all__ = ["warm_start", "resolve_ghn_arg", "reset_batchnorm", "calibrate_batchnorm"]
 
 
 def resolve_ghn_arg(ghn: Any, device: str | torch.device = "cpu"):
@@ -67,8 +67,14 @@ def reset_batchnorm(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def _calibrate(model: nn.Module, data: Any, batches: int, batch_size: int, seed: int) -> None:
-    """Estimate batch-norm running statistics as an exact average over a few batches."""
+def calibrate_batchnorm(model: nn.Module, data: Any, batches: int = 4, batch_size: int = 128,
+                        seed: int = 0) -> None:
+    """Estimate batch-norm running statistics as an exact average over a few batches.
+
+    ``data`` is an :class:`ghnas.data.ImageData` (``batches`` shuffled batches of
+    ``batch_size`` images, seeded by ``seed``) or an iterable of ``(x, y)`` batches.
+    Parameters, train/eval flags and momentum are left as they were.
+    """
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
@@ -158,6 +164,6 @@ def warm_start(model: nn.Module, ghn: Any, *, data: Any = None, calib_batches: i
         p.requires_grad_(True)
     reset_batchnorm(model)
     if data is not None and calib_batches > 0:
-        _calibrate(model, data, calib_batches, batch_size, seed)
+        calibrate_batchnorm(model, data, calib_batches, batch_size, seed)
     model.train()
     return model

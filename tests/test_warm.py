@@ -1,0 +1,181 @@
+"""ghnas.warm_start and the warm-start benchmark's core."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import ghnas
+import search_spaces
+from ghnas.data import ImageData
+from ghnas.ghn import GHN2, save_ghn
+from ghnas.graph import extract
+from ghnas.warm import calibrate_batchnorm, reset_batchnorm, warm_start
+
+pytestmark = pytest.mark.filterwarnings("ignore:GHN-2 never saw the shape", "ignore:.*not used by the forward")
+
+# node 1 feeds only `none` edges, so the conv on edge 0->1 never reaches the output: its
+# parameters get no graph node and no prediction
+DEAD = "|nor_conv_3x3~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|nor_conv_1x1~2|"
+LIVE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|none~1|nor_conv_3x3~2|"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ghn():
+    torch.manual_seed(0)
+    return GHN2(hid=16, max_shape=(16, 16, 3, 3)).eval()
+
+
+def build(arch=LIVE, **kw):
+    torch.manual_seed(1)
+    return search_spaces.get("nb201").build(arch, C=4, N=1, **kw)
+
+
+def images(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return ImageData(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                     torch.arange(n) % 10, [str(i) for i in range(10)])
+
+
+def bns(model):
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+@pytest.mark.parametrize("arch", [LIVE, DEAD])
+def test_parameters_equal_the_ghn_prediction(ghn, arch):
+    init = {k: v.clone() for k, v in build(arch).named_parameters()}
+    model = warm_start(build(arch), ghn)
+    pred = ghn.predict([extract(build(arch))])[0]
+    params = dict(model.named_parameters())
+    assert pred, "nothing predicted"
+    for k, v in pred.items():
+        torch.testing.assert_close(params[k].detach(), v)
+    dead = [k for k in params if k not in pred]
+    assert bool(dead) == (arch == DEAD)
+    for k in dead:  # unused by the forward pass: left at their initial values
+        torch.testing.assert_close(params[k].detach(), init[k])
+
+
+def test_model_is_left_trainable(ghn):
+    model = warm_start(build(), ghn)
+    assert model.training
+    assert all(p.requires_grad for p in model.parameters())
+    for m in bns(model):
+        assert m.training and m.track_running_stats
+        assert torch.equal(m.running_mean, torch.zeros_like(m.running_mean))
+        assert torch.equal(m.running_var, torch.ones_like(m.running_var))
+    # one SGD step changes the parameters and updates the running statistics
+    data = images()
+    x, y = next(data.batches(16))
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    assert any(not torch.equal(before[k], v) for k, v in model.named_parameters())
+    assert any(m.num_batches_tracked.item() == 1 for m in bns(model))
+    model.eval()
+    assert torch.isfinite(model(x)).all()
+
+
+def test_undoes_ppuda_batch_statistics_mode(ghn):
+    model = build()
+    ghn(model)  # ppuda's convention: batch statistics (LIVE has no dead ops, which ghn() rejects)
+    assert all(not m.track_running_stats for m in bns(model))
+    warm_start(model, ghn)
+    assert all(m.track_running_stats for m in bns(model))
+
+
+def test_batchnorm_without_buffers_gets_them():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False))
+    assert model[1].running_mean is None
+    assert reset_batchnorm(model) == 1
+    assert model[1].track_running_stats and torch.equal(model[1].running_var, torch.ones(4))
+    model(torch.randn(2, 3, 8, 8))
+    assert model[1].num_batches_tracked.item() == 1
+
+
+def test_calibration_estimates_running_stats(ghn):
+    data = images(64)
+    model = warm_start(build(), ghn, data=data, calib_batches=2, batch_size=16)
+    for m in bns(model):
+        assert m.momentum == 0.1 and m.num_batches_tracked.item() == 2
+    assert any(not torch.allclose(m.running_mean, torch.zeros_like(m.running_mean)) for m in bns(model))
+    # calibrated eval-mode output is close to the batch-statistics output on a big batch
+    x, _ = next(data.batches(64))
+    model.eval()
+    with torch.no_grad():
+        out_eval = model(x)
+    assert torch.isfinite(out_eval).all()
+    # the exact average over the two batches equals what one pass over their union gives for the mean
+    twice = build()
+    warm_start(twice, ghn)
+    calibrate_batchnorm(twice, [(x[:32], None), (x[32:], None)], batches=2)
+    one = build()
+    warm_start(one, ghn)
+    calibrate_batchnorm(one, [(x, None)], batches=1)
+    torch.testing.assert_close(bns(twice)[0].running_mean, bns(one)[0].running_mean)
+    assert twice.training and one.training
+
+
+def test_accepts_a_path_and_rejects_bad_ghns(ghn, tmp_path):
+    p = save_ghn(ghn, tmp_path / "g.pt")
+    a = dict(warm_start(build(), str(p)).named_parameters())
+    b = dict(ghnas.warm_start(build(), ghn).named_parameters())
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+    with pytest.raises(TypeError, match="GHN"):
+        warm_start(build(), 3)
+    with pytest.raises(FileNotFoundError):
+        warm_start(build(), tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="classes"):
+        warm_start(build(num_classes=5), ghn)
+
+
+def _bench_module():
+    path = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "bench_warm_start.py"
+    spec = importlib.util.spec_from_file_location("bench_warm_start", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_steps_to_reach():
+    mod = _bench_module()
+    assert mod.steps_to_reach([0, 5, 10], [10.0, 20.0, 30.0], 20.0) == 5
+    assert mod.steps_to_reach([0, 5, 10], [10.0, 20.0, 30.0], 31.0) is None
+    assert mod.steps_to_reach([0, 5], [40.0, 20.0], 30.0) == 0
+
+
+def test_bench_core_on_tiny_settings(ghn, tmp_path):
+    mod = _bench_module()
+    sp = search_spaces.get("nb201")
+    archs = sp.sample_many(2, seed=0, unique=True)
+    recs = mod.compare_inits("nb201", archs, ghn, images(48, 0), images(20, 1), steps=4, eval_every=2,
+                             build_kwargs={"C": 4, "N": 1}, train_kwargs={"batch_size": 16})
+    assert [r["arch"] for r in recs] == [sp.validate(a) for a in archs]
+    for r in recs:
+        for init in ("ghn", "random"):
+            c = r["curves"][init]
+            assert c["steps"] == [0, 2, 4] and all(0 <= a <= 100 for a in c["acc"])
+        assert set(r["steps_to_match"]) == {"0", "2", "4"}
+    summary = mod.summarise(recs)
+    assert summary["steps"] == [0, 2, 4] and len(summary["mean_acc"]["ghn"]) == 3
+    results = {"nb201": {"ghn": "random", "build_kwargs": {"C": 4, "N": 1}, "archs": recs, "summary": summary}}
+    md = mod.markdown(results, dict(n_archs=2, seed=0, steps=4, batch_size=16, lr=0.025, val_images=20,
+                                    bn_mode="eval", device="cpu", machine="test"))
+    assert "| step |" in md and recs[0]["arch"] in md
+    mod.plot(results, tmp_path / "w.png")
+    assert (tmp_path / "w.png").stat().st_size > 1000
+    json.dumps(results)
