@@ -1,0 +1,264 @@
+"""Integrations with hyperparameter-search frameworks, imported only when asked for.
+
+* :mod:`ghnas.integrations.optuna`: ``suggest_architecture(trial, space)``, a
+  :class:`~optuna.pruners.BasePruner` that prunes architectures the GHN proxy ranks low
+  before any training, and a study callback that queues the best-scored architectures.
+* :mod:`ghnas.integrations.ray_tune` (extra ``pip install "ghnas[ray]"``): a Ray Tune
+  ``Searcher`` that proposes architectures best-first by proxy score, a ``Stopper``,
+  GHN warm starts for trainables and proxy scoring of large pools as Ray tasks.
+
+Neither Optuna nor Ray is imported by ``import ghnas`` or by this package; only the
+submodules import them. What both share lives here: :class:`ProxyScorer`, which scores
+architectures one at a time (as trials arrive) through :func:`ghnas.proxies.score`, so
+the values are the same as a batch scoring run with the same settings, and reuse its
+cache file.
+
+Example::
+
+    >>> from ghnas.integrations import ProxyScorer
+    >>> scorer = ProxyScorer('nb201', proxy='params', build_kwargs={'C': 8, 'N': 1})
+    >>> arch = '|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|none~1|none~2|'
+    >>> scorer.score(arch) > 0, scorer.higher_is_better
+    (True, True)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from typing import Any, Sequence
+
+__all__ = ["ProxyScorer", "default_build_kwargs", "quantile_threshold", "is_below", "resolve_ghn",
+           "warm_start"]
+
+# the network sizes proxies use on a CPU when none are given; ghnas.search owns the
+# canonical table (PROXY_BUILD_KWARGS) and these are only used if it is unavailable
+_FALLBACK_BUILD_KWARGS: dict[str, dict[str, Any]] = {"nb201": {"C": 8, "N": 1},
+                                                     "darts": {"C": 8, "layers": 5}}
+
+
+def default_build_kwargs(space_name: str) -> dict[str, Any]:
+    """Proxy network size for a space: ``ghnas.search.PROXY_BUILD_KWARGS[space]`` (``{}``
+    for spaces it does not list, i.e. the space's own defaults)."""
+    try:
+        from ghnas.search import PROXY_BUILD_KWARGS as table  # type: ignore[attr-defined]
+    except ImportError:
+        table = _FALLBACK_BUILD_KWARGS
+    return dict(table.get(space_name, {}))
+
+
+class ProxyScorer:
+    """Scores single architectures of one space with one proxy, with memo and cache.
+
+    Args:
+        space: a space name (``'nb201'``, ``'darts'``) or a search space object.
+        proxy: a proxy name or :class:`~ghnas.proxies.Proxy` instance; ensembles are
+            refused, since they rank a whole set and cannot score one architecture.
+        ghn: only with ``proxy='ghn'``: the GHN (name, checkpoint path or ``GHN2``);
+            ``None`` means the GHN shipped for the space.
+        data, seed, batch_size, cache, device: as in :func:`ghnas.proxies.score`. The
+            data batch is loaded once, on first use.
+        build_kwargs: network size; ``None`` uses :func:`default_build_kwargs`.
+
+    Scores are the values :func:`ghnas.proxies.score` returns for the same settings
+    (NaN already mapped to the worst value), so a pool scored offline with the same
+    ``cache`` file is reused here without recomputation.
+    """
+
+    def __init__(self, space: Any = "nb201", proxy: Any = "ghn", *, ghn: Any = None,
+                 data: Any = "sample", build_kwargs: dict[str, Any] | None = None, seed: int = 0,
+                 batch_size: int = 64, cache: str | os.PathLike | None = None,
+                 device: Any = None):
+        from ghnas.proxies import get_proxy
+        from ghnas.proxies.ensemble import Ensemble
+        from ghnas.proxies.scoring import _resolve_space
+
+        self.space = _resolve_space(space)
+        if ghn is not None:
+            if proxy != "ghn":
+                raise ValueError(f"ghn= is only used with proxy='ghn', not with proxy={proxy!r}")
+            from ghnas.proxies.ghn import GHNProxy
+
+            proxy = GHNProxy(ghn=ghn)
+        self.proxy = get_proxy(proxy)
+        if isinstance(self.proxy, Ensemble):
+            raise ValueError(f"proxy {self.proxy.label!r} is an ensemble, which ranks a whole set of "
+                             "architectures and cannot score them one at a time; use one proxy "
+                             f"(e.g. {self.proxy.members[0].name!r})")
+        self.data = data
+        name = getattr(self.space, "name", "")
+        self.build_kwargs = dict(build_kwargs) if build_kwargs is not None else default_build_kwargs(name)
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        self.cache = cache
+        self.device = device
+        self._batches: Any = None
+        self._loaded = False
+        self._memo: dict[str, float] = {}
+        self._key: str | None = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        return bool(self.proxy.higher_is_better)
+
+    def _device(self):
+        import torch
+
+        if self.device is not None:
+            return torch.device(self.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def _data(self) -> Any:
+        if not self._loaded:
+            from ghnas.proxies import load_batches
+
+            # load once; score() hashes the batch, so passing it keeps the cache key equal
+            # to that of score(..., data=self.data)
+            self._batches = (load_batches(self.data, self.batch_size, self.seed, self._device())
+                             if self.proxy.needs_data else None)
+            self._loaded = True
+        return self._batches
+
+    def table(self, archs: Sequence[str], progress: bool = False):
+        """Score ``archs`` (memoised); returns the :class:`~ghnas.proxies.ScoreTable`."""
+        from ghnas.proxies import ScoreRow, ScoreTable, score
+
+        archs = list(archs)
+        todo = [a for a in dict.fromkeys(archs) if a not in self._memo]
+        if todo or self._key is None:
+            tab = score(todo, self.space, self.proxy, self._data(), self.seed, self.batch_size,
+                        self.build_kwargs, progress, cache=self.cache, device=self._device())
+            self._memo.update(zip(tab.archs, tab.scores))
+            if self._key is None:
+                self._key = _settings_key(tab.proxy, tab.settings)
+            self._settings = (tab.proxy, tab.settings)
+        label, settings = self._settings
+        return ScoreTable(proxy=label, higher_is_better=self.higher_is_better,
+                          rows=[ScoreRow(a, self._memo[a], 0.0, True) for a in archs],
+                          settings=settings)
+
+    def scores(self, archs: Sequence[str], progress: bool = False) -> list[float]:
+        """Proxy scores of ``archs`` in order (memoised)."""
+        return self.table(archs, progress).scores
+
+    def score(self, arch: str) -> float:
+        """The proxy score of one architecture (memoised)."""
+        return self.scores([arch])[0]
+
+    @property
+    def key(self) -> str:
+        """A short digest of everything that determines the scores (proxy and its
+        settings, space, network size, seed, data batch); scores with different keys are
+        not comparable."""
+        if self._key is None:
+            self.table([])
+        assert self._key is not None
+        return self._key
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the data batch is reloaded where the scorer lands (it may be another machine)
+        state = dict(self.__dict__)
+        state["_batches"], state["_loaded"] = None, False
+        return state
+
+    def __repr__(self) -> str:
+        return (f"ProxyScorer(space={getattr(self.space, 'name', self.space)!r}, proxy={self.proxy!r}, "
+                f"build_kwargs={self.build_kwargs}, seed={self.seed})")
+
+
+def _settings_key(label: str, settings: dict[str, Any]) -> str:
+    text = json.dumps({"proxy": label, **settings}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- ranking rule
+
+
+def quantile_threshold(reference: Sequence[float], quantile: float, higher_is_better: bool) -> float | None:
+    """The score that separates the worst ``quantile`` of ``reference`` from the rest.
+
+    Only finite reference values count (degenerate networks score -inf/inf); returns
+    ``None`` when there are none. With ``higher_is_better`` this is the ``quantile``-th
+    quantile (linear interpolation, as ``numpy.quantile``), otherwise the
+    ``1 - quantile``-th.
+    """
+    import numpy as np
+
+    if not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"quantile must lie in [0, 1], got {quantile}")
+    vals = np.array([float(v) for v in reference if math.isfinite(float(v))], dtype=np.float64)
+    if vals.size == 0:
+        return None
+    q = quantile if higher_is_better else 1.0 - quantile
+    return float(np.quantile(vals, q))
+
+
+def is_below(value: float, threshold: float | None, higher_is_better: bool) -> bool:
+    """Whether ``value`` ranks strictly worse than ``threshold`` (NaN always does;
+    nothing does when there is no threshold)."""
+    if threshold is None:
+        return False
+    if math.isnan(value):
+        return True
+    return value < threshold if higher_is_better else value > threshold
+
+
+# --------------------------------------------------------------------------- warm starts
+
+_GHN_CACHE: dict[str, Any] = {}
+
+
+def resolve_ghn(ghn: Any, device: Any = "cpu"):
+    """A ``GHN2`` from a name, a checkpoint path or an instance; names and paths are
+    loaded once per process (trials that run in the same worker share it)."""
+    from ghnas.ghn import GHN2, load_ghn
+
+    if isinstance(ghn, GHN2):
+        return ghn.to(device).eval()
+    if not isinstance(ghn, (str, os.PathLike)):
+        raise TypeError(f"ghn must be a GHN name, a checkpoint path or a GHN2, not {type(ghn).__name__}")
+    key = f"{os.fspath(ghn)}@{device}"
+    if key not in _GHN_CACHE:
+        _GHN_CACHE[key] = load_ghn(os.fspath(ghn), device=device)
+    return _GHN_CACHE[key]
+
+
+def warm_start(model: Any, ghn: Any):
+    """Initialise ``model`` in place with GHN-predicted parameters, ready to fine-tune.
+
+    Uses ``ghnas.warm.warm_start`` when that module is available. Otherwise: the GHN
+    predicts every parameter (``ghn(model)``), which leaves batch norm on batch
+    statistics; batch norm is then switched back to tracking fresh running statistics,
+    so training and ``model.eval()`` behave as for any network. Before any training
+    step, evaluate such a model with batch statistics
+    (``ghnas.train.evaluate(..., bn_mode='batch')``).
+
+    Args:
+        model: the network (an ``nn.Module`` whose classifier matches the GHN).
+        ghn: a GHN name, checkpoint path or ``GHN2`` instance.
+
+    Returns:
+        ``model``, in training mode.
+    """
+    try:
+        from ghnas.warm import warm_start as _warm  # type: ignore[import-not-found]
+    except ImportError:
+        _warm = None
+    import torch
+    from torch import nn
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    net = resolve_ghn(ghn, device)
+    if _warm is not None:
+        return _warm(model, net)
+    net(model)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats = True
+            if m.running_mean is None:
+                m.register_buffer("running_mean", torch.zeros(m.num_features, device=device))
+                m.register_buffer("running_var", torch.ones(m.num_features, device=device))
+                m.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long, device=device))
+            m.reset_running_stats()
+    return model.train()
