@@ -47,7 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reference", type=int, default=64, help="size of the pre-scored reference pool")
     p.add_argument("--steps", type=int, default=100, help="training steps per kept trial")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--proxy-images", type=int, default=64, help="held-out images the GHN proxy evaluates on")
+    p.add_argument("--proxy-images", type=int, default=None,
+                   help="held-out images the GHN proxy evaluates on (default: as ghnas.search, 200)")
     p.add_argument("--init", choices=("ghn", "random"), default="ghn", help="initialisation of kept trials")
     p.add_argument("--data", choices=("sample", "cifar10"), default="sample",
                    help="training data: the shipped sample (split in two) or CIFAR-10 (--root)")

@@ -29,23 +29,23 @@ import math
 import os
 from typing import Any, Sequence
 
-__all__ = ["ProxyScorer", "default_build_kwargs", "quantile_threshold", "is_below", "resolve_ghn",
+__all__ = ["ProxyScorer", "default_build_kwargs", "default_batch_size", "quantile_threshold", "is_below", "resolve_ghn",
            "warm_start"]
 
-# the network sizes proxies use on a CPU when none are given; ghnas.search owns the
-# canonical table (PROXY_BUILD_KWARGS) and these are only used if it is unavailable
-_FALLBACK_BUILD_KWARGS: dict[str, dict[str, Any]] = {"nb201": {"C": 8, "N": 1},
-                                                     "darts": {"C": 8, "layers": 5}}
+def default_build_kwargs(space_name: str, ghn: Any = None) -> dict[str, Any]:
+    """Proxy network size for a space, as :mod:`ghnas.search` chooses it: the sizes the
+    GHN was trained at when its checkpoint records them, else
+    ``ghnas.search.PROXY_BUILD_KWARGS[space]`` (``{}`` for other spaces)."""
+    from ghnas.search import proxy_build_kwargs
+
+    return proxy_build_kwargs(space_name, ghn)
 
 
-def default_build_kwargs(space_name: str) -> dict[str, Any]:
-    """Proxy network size for a space: ``ghnas.search.PROXY_BUILD_KWARGS[space]`` (``{}``
-    for spaces it does not list, i.e. the space's own defaults)."""
-    try:
-        from ghnas.search import PROXY_BUILD_KWARGS as table  # type: ignore[attr-defined]
-    except ImportError:
-        table = _FALLBACK_BUILD_KWARGS
-    return dict(table.get(space_name, {}))
+def default_batch_size(proxy_name: str) -> int:
+    """Images in the proxy's data batch, as :func:`ghnas.search.search` chooses them."""
+    from ghnas.search import DEFAULT_BATCH, DEFAULT_BATCH_OTHER
+
+    return int(DEFAULT_BATCH.get(proxy_name, DEFAULT_BATCH_OTHER))
 
 
 class ProxyScorer:
@@ -60,6 +60,9 @@ class ProxyScorer:
         data, seed, batch_size, cache, device: as in :func:`ghnas.proxies.score`. The
             data batch is loaded once, on first use.
         build_kwargs: network size; ``None`` uses :func:`default_build_kwargs`.
+        batch_size: ``None`` uses :func:`default_batch_size` (200 images for the GHN
+            proxy, 64 for the others), as :func:`ghnas.search.search` does, so both share
+            a cache file.
 
     Scores are the values :func:`ghnas.proxies.score` returns for the same settings
     (NaN already mapped to the worst value), so a pool scored offline with the same
@@ -68,7 +71,7 @@ class ProxyScorer:
 
     def __init__(self, space: Any = "nb201", proxy: Any = "ghn", *, ghn: Any = None,
                  data: Any = "sample", build_kwargs: dict[str, Any] | None = None, seed: int = 0,
-                 batch_size: int = 64, cache: str | os.PathLike | None = None,
+                 batch_size: int | None = None, cache: str | os.PathLike | None = None,
                  device: Any = None):
         from ghnas.proxies import get_proxy
         from ghnas.proxies.ensemble import Ensemble
@@ -88,9 +91,14 @@ class ProxyScorer:
                              f"(e.g. {self.proxy.members[0].name!r})")
         self.data = data
         name = getattr(self.space, "name", "")
-        self.build_kwargs = dict(build_kwargs) if build_kwargs is not None else default_build_kwargs(name)
+        # a GHN checkpoint may record the network size it was trained at
+        ghn_ref = ghn if ghn is not None else getattr(self.proxy, "ghn", None)
+        if not isinstance(ghn_ref, (str, os.PathLike)) or str(ghn_ref).startswith("instance:"):
+            ghn_ref = None
+        self.build_kwargs = (dict(build_kwargs) if build_kwargs is not None
+                             else default_build_kwargs(name, ghn_ref))
         self.seed = int(seed)
-        self.batch_size = int(batch_size)
+        self.batch_size = int(batch_size) if batch_size is not None else default_batch_size(self.proxy.name)
         self.cache = cache
         self.device = device
         self._batches: Any = None
@@ -224,41 +232,17 @@ def resolve_ghn(ghn: Any, device: Any = "cpu"):
     return _GHN_CACHE[key]
 
 
-def warm_start(model: Any, ghn: Any):
-    """Initialise ``model`` in place with GHN-predicted parameters, ready to fine-tune.
+def warm_start(model: Any, ghn: Any, **kwargs: Any):
+    """:func:`ghnas.warm.warm_start` with the GHN loaded once per process.
 
-    Uses ``ghnas.warm.warm_start`` when that module is available. Otherwise: the GHN
-    predicts every parameter (``ghn(model)``), which leaves batch norm on batch
-    statistics; batch norm is then switched back to tracking fresh running statistics,
-    so training and ``model.eval()`` behave as for any network. Before any training
-    step, evaluate such a model with batch statistics
-    (``ghnas.train.evaluate(..., bn_mode='batch')``).
-
-    Args:
-        model: the network (an ``nn.Module`` whose classifier matches the GHN).
-        ghn: a GHN name, checkpoint path or ``GHN2`` instance.
-
-    Returns:
-        ``model``, in training mode.
+    In a Ray worker or an Optuna objective, many trials pass the same GHN name or path;
+    this loads the checkpoint on the first call only (see :func:`resolve_ghn`).
+    ``kwargs`` go to :func:`ghnas.warm.warm_start` (e.g. ``data=`` to calibrate batch
+    norm). Returns ``model``, initialised in place and in training mode.
     """
-    try:
-        from ghnas.warm import warm_start as _warm  # type: ignore[import-not-found]
-    except ImportError:
-        _warm = None
     import torch
-    from torch import nn
+
+    from ghnas.warm import warm_start as _warm
 
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    net = resolve_ghn(ghn, device)
-    if _warm is not None:
-        return _warm(model, net)
-    net(model)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.track_running_stats = True
-            if m.running_mean is None:
-                m.register_buffer("running_mean", torch.zeros(m.num_features, device=device))
-                m.register_buffer("running_var", torch.ones(m.num_features, device=device))
-                m.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long, device=device))
-            m.reset_running_stats()
-    return model.train()
+    return _warm(model, resolve_ghn(ghn, device), **kwargs)

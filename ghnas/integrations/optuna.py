@@ -197,7 +197,7 @@ class GHNProxyPruner(BasePruner):
                  reference: int | Sequence[str] | None = None, n_startup_trials: int = 5,
                  name: str = "arch", wrapped_pruner: BasePruner | None = None, ghn: Any = None,
                  data: Any = "sample", build_kwargs: dict[str, Any] | None = None, seed: int = 0,
-                 batch_size: int = 64, cache: str | os.PathLike | None = None, device: Any = None,
+                 batch_size: int | None = None, cache: str | os.PathLike | None = None, device: Any = None,
                  reference_seed: int = 0):
         if not 0.0 <= float(quantile) <= 1.0:
             raise ValueError(f"quantile must lie in [0, 1], got {quantile}")
@@ -315,7 +315,7 @@ class ProxyQueueCallback:
     def __init__(self, space: Any, pool: int | Sequence[str] = 256, proxy: Any = "ghn", *,
                  n_queued: int = 1, name: str = "arch", pool_seed: int = 0, ghn: Any = None,
                  data: Any = "sample", build_kwargs: dict[str, Any] | None = None, seed: int = 0,
-                 batch_size: int = 64, cache: str | os.PathLike | None = None, device: Any = None):
+                 batch_size: int | None = None, cache: str | os.PathLike | None = None, device: Any = None):
         if int(n_queued) < 1:
             raise ValueError(f"n_queued must be >= 1, got {n_queued}")
         self.scorer = ProxyScorer(space, proxy, ghn=ghn, data=data, build_kwargs=build_kwargs,
