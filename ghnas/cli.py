@@ -533,8 +533,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .search import STRATEGIES
 
         if args.strategy not in STRATEGIES:
-            parser.exit(2, f"ghnas: error: unknown search strategy {args.strategy!r}; valid: "
-                           f"{', '.join(STRATEGIES)}\n")
+            print(f"ghnas {args.command}: error: unknown search strategy {args.strategy!r}; valid: "
+                  f"{', '.join(STRATEGIES)}", file=sys.stderr)
+            return 2
     debug = os.environ.get("GHNAS_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
