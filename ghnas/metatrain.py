@@ -467,6 +467,7 @@ def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None
             if cfg.augment:
                 x = ghnas.data.random_crop_flip(x, generator=gen)
             x, y = train_data.normalize(x), train_data.labels[idx.to(train_data.labels.device)]
+            x = x.contiguous(memory_format=torch.channels_last)  # ~2x faster pooling/dw convs on CPU
             models = [pool.model(a, device) for a in archs]
             _train_mode(models)
             graphs = [pool.graph(a, m) for a, m in zip(archs, models)]

@@ -121,7 +121,8 @@ class GHNProxy(Proxy):
     @torch.no_grad()
     def _evaluate(self, model: nn.Module, params: dict[str, torch.Tensor],
                   batches: Sequence[Batch]) -> float:
-        x = torch.cat([b[0] for b in batches])
+        # channels-last: about twice as fast for pooling and depthwise convs on CPU
+        x = torch.cat([b[0] for b in batches]).contiguous(memory_format=torch.channels_last)
         y = torch.cat([b[1] for b in batches])
         was_training = model.training
         model.train()  # batch statistics; running statistics of this throwaway copy are unused
