@@ -484,3 +484,16 @@ def test_classifier_size_mismatch_on_a_model():
     import torchvision
     with pytest.raises(ValueError, match=r"'fc.weight'\) has 100 outputs.*10 classes"):
         GHN2()(torchvision.models.resnet18(num_classes=100))
+
+
+def test_hop_edges_equal_graph_definition():
+    from ghnas.ghn.batch import hop_edges
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        g = random_dag(int(rng.integers(2, 60)), rng)
+        for cutoff in (1, 2, 7, 50):
+            by_src, by_dst = hop_edges(len(g.nodes), g.edges, cutoff)
+            ref = g.hop_edges(cutoff)
+            ref = ref[np.lexsort((ref[:, 1], ref[:, 0]))]
+            assert np.array_equal(by_src, ref)
+            assert np.array_equal(by_dst, ref[np.lexsort((ref[:, 0], ref[:, 1]))])

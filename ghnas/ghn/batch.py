@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..graph import PRIMITIVES, Graph
+from ..graph import PRIMITIVE_ID, PRIMITIVES, Graph
 from .layers import Generation, ShapeEncoder, warn_unknown_shape
 
 CLASSIFIER_WEIGHT = "classifier_weight"
@@ -108,6 +108,38 @@ def topological_levels(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return depth
 
 
+def hop_edges(n: int, edges, cutoff: int, b: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Real and virtual edges ``[src, dst, hops]`` of one graph, in two orders.
+
+    A virtual edge joins every pair at most ``cutoff`` hops apart along the data flow
+    that has no real edge; ``hops`` is the directed shortest-path length (as in
+    :meth:`ghnas.graph.Graph.hop_edges`). Returns the edges sorted by (src, dst) and
+    sorted by (dst, src).
+    """
+    real = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    if len(real) and np.any(real[:, 0] >= real[:, 1]):
+        bad = real[real[:, 0] >= real[:, 1]][0].tolist()
+        raise ValueError(f"graph {b}: edge {bad} does not go from a lower to a higher node index; "
+                         f"nodes must be in topological order")
+    if len(real) and (real.min() < 0 or real.max() >= n):
+        raise ValueError(f"graph {b}: edge node index out of range for {n} nodes")
+    if cutoff <= 1 or len(real) == 0:
+        real = np.unique(real, axis=0)  # sorted by (src, dst)
+        e = np.concatenate([real, np.ones((len(real), 1), np.int64)], 1)
+        return e, e[np.lexsort((e[:, 0], e[:, 1]))]
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import shortest_path
+
+    adj = csr_matrix((np.ones(len(real)), (real[:, 0], real[:, 1])), shape=(n, n))
+    dist = shortest_path(adj, method="D", directed=True, unweighted=True)
+    mask = (dist > 0) & (dist <= cutoff)  # inf (unreachable) fails the second test
+    s, d = np.nonzero(mask)
+    e_src = np.stack([s, d, dist[s, d].astype(np.int64)], 1)
+    d, s = np.nonzero(mask.T)
+    e_dst = np.stack([s, d, dist[s, d].astype(np.int64)], 1)
+    return e_src.astype(np.int64), e_dst.astype(np.int64)
+
+
 class GraphBatch:
     """A disjoint union of graphs, preprocessed for :class:`~ghnas.ghn.GHN2`.
 
@@ -142,62 +174,48 @@ class GraphBatch:
         self.node_offsets = offsets
         self.param_names: list[list[str]] = []
 
-        types, shape_rows, graph_ind = [], [], []
-        all_e = []
+        types: list[int] = []
+        shape_rows: list[tuple[int, ...]] = []
+        by_src, by_dst = [], []
         plans: dict[tuple, DecodePlan] = {}
-        group_index: dict[tuple, ParamGroup] = {}
+        groups: dict[tuple, ParamGroup] = {}
         key_nodes: dict[tuple, list[int]] = {}
+        node_info: dict[tuple, tuple] = {}  # per distinct (op, shape, role, #params)
 
         for b, (g, off) in enumerate(zip(self.graphs, offsets)):
             n = len(g.nodes)
             if n == 0:
                 raise ValueError(f"graph {b} has no nodes")
-            real = np.asarray(g.edges, dtype=np.int64).reshape(-1, 2)
-            if len(real) and np.any(real[:, 0] >= real[:, 1]):
-                bad = real[real[:, 0] >= real[:, 1]][0].tolist()
-                raise ValueError(f"graph {b}: edge {bad} does not go from a lower to a higher node "
-                                 f"index; nodes must be in topological order")
-            if len(real) and (real.min() < 0 or real.max() >= n):
-                raise ValueError(f"graph {b}: edge node index out of range for {n} nodes")
-            e = g.hop_edges(self.ve_cutoff) if self.ve_cutoff > 1 else np.concatenate(
-                [real, np.ones((len(real), 1), np.int64)], 1)
-            all_e.append(e + np.array([off, off, 0], np.int64))
+            e_src, e_dst = hop_edges(n, g.edges, self.ve_cutoff, b)
+            by_src.append(e_src + np.array([off, off, 0], np.int64))
+            by_dst.append(e_dst + np.array([off, off, 0], np.int64))
             warned = False
             names: list[str] = []
             for i, node in enumerate(g.nodes):
-                if node.op not in PRIMITIVES:
-                    raise ValueError(f"graph {b}, node {i} ({node.name!r}): unknown op {node.op!r}; "
-                                     f"valid ops: {', '.join(PRIMITIVES)}")
-                types.append(PRIMITIVES.index(node.op))
-                ind, known = shape_enc.shape_index(node.shape)
+                shape = None if node.shape is None else tuple(int(v) for v in node.shape)
+                ck = (node.op, shape, node.role, len(node.params))
+                info = node_info.get(ck)
+                if info is None:
+                    info = node_info[ck] = self._node_info(node, shape, shape_enc, max_shape, b, i)
+                type_id, rows, known, key, kinds = info
+                types.append(type_id)
+                shape_rows.append(rows)
                 if not known and not warned:
-                    warn_unknown_shape(node.name, node.shape, shape_enc.describe(ind))
+                    warn_unknown_shape(node.name, shape, shape_enc.describe(rows))  # once per graph
                     warned = True
-                shape_rows.append(ind)
-                graph_ind.append(b)
-                if not node.params:
+                if key is None:
                     continue
-                if node.shape is None:
-                    raise ValueError(f"graph {b}, node {i} ({node.name!r}) predicts {list(node.params)} "
-                                     f"but has no shape")
-                shape = tuple(int(s) for s in node.shape)
-                key = decoder_key(shape, node.role, max_shape)
-                gi = off + i
                 kn = key_nodes.setdefault(key, [])
                 pos = len(kn)
-                kn.append(gi)
-                for j, pname in enumerate(node.params):
-                    if len(shape) == 1:
-                        is_bias = node.op == "bias" or j > 0
-                        row, kind = (1, "bias") if is_bias else (0, "norm_weight")
-                    else:
-                        row, kind = None, "weight"
+                kn.append(off + i)
+                for pname, (row, kind) in zip(node.params, kinds):
                     gk = (key, row, kind, shape)
-                    if gk not in group_index:
-                        group_index[gk] = ParamGroup([], row, kind, shape, [])  # type: ignore[arg-type]
-                        plans.setdefault(key, DecodePlan(key, None)).groups.append(group_index[gk])  # type: ignore[arg-type]
-                    group_index[gk].pos.append(pos)  # type: ignore[union-attr]
-                    group_index[gk].targets.append((b, pname))
+                    grp = groups.get(gk)
+                    if grp is None:
+                        grp = groups[gk] = ParamGroup([], row, kind, shape, [])  # type: ignore[arg-type]
+                        plans.setdefault(key, DecodePlan(key, None)).groups.append(grp)  # type: ignore[arg-type]
+                    grp.pos.append(pos)  # type: ignore[union-attr]
+                    grp.targets.append((b, pname))
                     names.append(pname)
             if len(set(names)) != len(names):
                 dup = sorted({p for p in names if names.count(p) > 1})
@@ -208,8 +226,10 @@ class GraphBatch:
         self.device = dev
         self.node_types = torch.tensor(types, dtype=torch.long, device=dev)
         self.shape_ind = torch.tensor(shape_rows, dtype=torch.long, device=dev)
-        self.graph_index = torch.tensor(graph_ind, dtype=torch.long, device=dev)
-        self.edges = np.concatenate(all_e, 0) if all_e else np.zeros((0, 3), np.int64)
+        self.graph_index = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(dev)
+        #: all edges ``[src, dst, hops]`` (real: hops = 1), sorted by (src, dst)
+        self.edges = np.concatenate(by_src, 0)
+        e_dst = np.concatenate(by_dst, 0)
         self.plans = []
         for key, plan in plans.items():
             plan.nodes = torch.tensor(key_nodes[key], dtype=torch.long, device=dev)
@@ -219,32 +239,62 @@ class GraphBatch:
         real = self.edges[self.edges[:, 2] == 1]
         fwd = topological_levels(self.num_nodes, real[:, 0], real[:, 1])
         bwd = topological_levels(self.num_nodes, real[:, 1], real[:, 0])
-        self.sweeps = (self._sweep(fwd, forward=True), self._sweep(bwd, forward=False))
+        # forward: node dst receives from src (edges sorted by receiver dst); backward: the reverse
+        self.sweeps = (self._sweep(fwd, e_dst[:, 1], e_dst[:, 0], e_dst[:, 2]),
+                       self._sweep(bwd, self.edges[:, 0], self.edges[:, 1], self.edges[:, 2]))
 
-    def _sweep(self, depth: np.ndarray, forward: bool) -> list[Generation]:
-        """Generations of one sweep, each with a sparse matrix that sums its messages."""
-        e = self.edges
+    @staticmethod
+    def _node_info(node, shape, shape_enc: ShapeEncoder, max_shape, b: int, i: int) -> tuple:
+        if node.op not in PRIMITIVE_ID:
+            raise ValueError(f"graph {b}, node {i} ({node.name!r}): unknown op {node.op!r}; "
+                             f"valid ops: {', '.join(PRIMITIVES)}")
+        rows, known = shape_enc.shape_index(shape)
+        if not node.params:
+            return PRIMITIVE_ID[node.op], rows, known, None, ()
+        if shape is None:
+            raise ValueError(f"graph {b}, node {i} ({node.name!r}) predicts {list(node.params)} but has no shape")
+        key = decoder_key(shape, node.role, max_shape)
+        if len(shape) == 1:
+            # decoder_1d gives two rows: weight, bias. A norm node's bias and a conv bias use row 1.
+            kinds = tuple((1, "bias") if (node.op == "bias" or j > 0) else (0, "norm_weight")
+                          for j in range(len(node.params)))
+        else:
+            kinds = tuple((None, "weight") for _ in node.params)
+        return PRIMITIVE_ID[node.op], rows, known, key, kinds
+
+    def _sweep(self, depth: np.ndarray, recv: np.ndarray, send: np.ndarray, hops: np.ndarray) -> list[Generation]:
+        """Generations of one sweep, each with a sparse matrix that sums its messages.
+
+        ``recv``/``send``/``hops`` list the edges along which messages flow in this sweep,
+        sorted by (receiver, sender); the matrices then come out in coalesced order with
+        only a stable sort by generation.
+        """
         n = len(depth)
-        # in the forward sweep messages flow src -> dst, in the backward sweep dst -> src
-        recv, send = (e[:, 1], e[:, 0]) if forward else (e[:, 0], e[:, 1])
-        hops = e[:, 2]
-        order = np.argsort(depth, kind="stable")
+        small = np.int16 if depth.max() < np.iinfo(np.int16).max else np.int64
+        order = np.argsort(depth.astype(small), kind="stable")
         n_gen = int(depth.max()) + 1
         node_bounds = np.searchsorted(depth[order], np.arange(n_gen + 1))
         pos = np.empty(n, np.int64)  # position of each node within its generation
         pos[order] = np.arange(n) - node_bounds[depth[order]]
         one = hops == 1
-        if self.ve_cutoff > 1:  # message table rows: 2*i = mlp(node i), 2*i+1 = mlp_ve(node i)
-            rcv = np.concatenate([recv[one], recv])
-            cols = np.concatenate([2 * send[one], 2 * send + 1])
-            vals = np.concatenate([np.ones(int(one.sum())), 1.0 / hops]).astype(np.float32)
+        if self.ve_cutoff > 1:
+            # message table rows: 2*i = mlp(node i), 2*i+1 = mlp_ve(node i); each real edge
+            # reads both, a virtual edge only the second (weighted 1/hops)
+            before = np.cumsum(one) - one
+            at_ve = np.arange(len(hops)) + before + one
+            at_one = (np.arange(len(hops)) + before)[one]
+            m = len(hops) + int(one.sum())
+            rcv = np.empty(m, np.int64)
+            cols = np.empty(m, np.int64)
+            vals = np.empty(m, np.float32)
+            rcv[at_ve], cols[at_ve], vals[at_ve] = recv, 2 * send + 1, 1.0 / hops
+            rcv[at_one], cols[at_one], vals[at_one] = recv[one], 2 * send[one], 1.0
             width = 2 * n
         else:
             rcv, cols, vals, width = recv[one], send[one], np.ones(int(one.sum()), np.float32), n
-        gen, rows = depth[rcv], pos[rcv]
-        # coalesced (row-major) order within each generation, by one integer sort key
-        srt = np.argsort((gen * (n + 1) + rows) * width + cols)
-        gen, rows, cols, vals = gen[srt], rows[srt], cols[srt], vals[srt]
+        gen = depth[rcv]
+        srt = np.argsort(gen.astype(small), kind="stable")
+        gen, rows, cols, vals = gen[srt], pos[rcv[srt]], cols[srt], vals[srt]
         bounds = np.searchsorted(gen, np.arange(n_gen + 1))
         has_out = np.zeros(n, bool)
         has_out[send] = True
