@@ -83,6 +83,17 @@ class ShapeEncoder(nn.Module):
         self.embed_channel = nn.Embedding(len(self.channels) + 1, hid // 4)
         self._lookup = lru_cache(maxsize=None)(self._lookup_uncached)
 
+    def __getstate__(self):
+        # the per-instance lru_cache wraps a bound method, which pickle cannot store;
+        # without this a GHN cannot go to other processes (multiprocessing, Ray)
+        state = dict(super().__getstate__())
+        state.pop("_lookup", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._lookup = lru_cache(maxsize=None)(self._lookup_uncached)
+
     @property
     def dummy_index(self) -> tuple[int, int, int, int]:
         n_ch, n_s = len(self.channels), len(self.spatial)
