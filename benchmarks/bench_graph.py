@@ -142,9 +142,11 @@ def markdown(res: dict) -> str:
         f"{m['loadavg_after'][0]} after, so absolute times are noisy; the columns of one row were "
         "measured interleaved and compare fairly.",
         "",
-        "`real`: a real CPU forward pass, as ppuda does; `meta`: a forward pass on the meta "
-        "device (shapes only); `auto` (the default) picks `real` up to 128x128 inputs and `meta` "
-        "above. `hop_edges(50)` adds GHN-2's virtual edges. ppuda's reference: about 0.02 s "
+        "`real`: a real CPU forward pass, as ppuda does (run with one intra-op thread, "
+        "whatever the setting above: a batch of one does not gain from more, and on this busy "
+        "machine two threads made it 10-100x slower); `meta`: a forward pass on the meta "
+        "device (shapes only); `auto` (the default) picks `real` up to 128x128 inputs and "
+        "`meta` above. `hop_edges(50)` adds GHN-2's virtual edges. ppuda's reference: about 0.02 s "
         "for the ResNet-18 graph (2 vCPU, 2 threads, unloaded).",
         "",
         "| model | input | nodes | edges (real / +virtual) | auto (s) | meta (s) | real (s) | hop_edges(50) (s) |",

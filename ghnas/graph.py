@@ -441,14 +441,21 @@ def _trace_real(model: Any, shape: tuple[int, ...], device: Any, dtype: Any):
     import torch
 
     grads = [(p, p.requires_grad) for p in model.parameters()]
+    threads = torch.get_num_threads()
     try:
         for p, _ in grads:
             if p.is_floating_point() or p.is_complex():
                 p.requires_grad_(True)  # frozen layers must still show up in autograd
+        if device.type == "cpu" and threads > 1:
+            # a batch of one is too small to split across threads, and on a busy machine
+            # the thread pool stalls such passes 10-100x (benchmarks/results/graph.md)
+            torch.set_num_threads(1)
         x = torch.randn(*shape, device=device, dtype=dtype)
         with torch.enable_grad():
             out = model(x)
     finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         for p, req in grads:
             p.requires_grad_(req)
     return out, {id(p): n for n, p in model.named_parameters()}

@@ -185,6 +185,12 @@ def test_model_state_is_left_alone(trace):
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
+def test_thread_setting_is_restored():
+    torch.set_num_threads(2)  # the autouse fixture restores the outer setting afterwards
+    extract(SmallCNN(), trace="real")
+    assert torch.get_num_threads() == 2
+
+
 def test_tensors_cached_in_forward_are_not_left_on_meta():
     class Cache(nn.Module):
         def __init__(self):
