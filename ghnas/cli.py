@@ -180,7 +180,7 @@ def _fmt(v: float) -> str:
         return ""
     if not math.isfinite(v):
         return str(v)
-    return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+    return f"{v:.6g}"
 
 
 # ----------------------------------------------------------------------------------------

@@ -269,7 +269,7 @@ class SearchResult:
 def _fmt_score(v: float) -> str:
     if not math.isfinite(v):
         return str(v)
-    return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+    return f"{v:.6g}"
 
 
 def _jsonable(o: Any) -> Any:

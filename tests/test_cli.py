@@ -243,3 +243,36 @@ def test_python_m_ghnas_subprocess(tmp_path):
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and bad.stderr.strip().count("\n") == 0
+
+
+# ----------------------------------------------------------------------------- examples
+def _example(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"example_{name}", REPO / "examples" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("name", ["search_nb201", "search_darts"])
+def test_search_examples_quick(capsys, tmp_path, ghn_file, name):
+    assert _example(name).main(["--quick", "--ghn", ghn_file, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "best" in out and (tmp_path / "result.json").exists()
+
+
+def test_search_example_without_a_ghn_falls_back(capsys):
+    from ghnas.ghn import available_ghns
+
+    if "ghnas-nb201-cifar10" in available_ghns():
+        pytest.skip("a GHN is shipped for nb201 now")
+    assert _example("search_nb201").main(["--quick"]) == 0
+    assert "synflow" in capsys.readouterr().out
+
+
+def test_correlation_example_quick(capsys, tmp_path, nb201_csv, ghn_file):
+    argv = ["--quick", "--truth", str(nb201_csv), "--out", str(tmp_path), "--ghn", ghn_file]
+    assert _example("correlation_nb201").main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Kendall" in out and "ghn" in out and (tmp_path / "scatter.png").exists()
