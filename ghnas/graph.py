@@ -737,10 +737,11 @@ def _build(root: Any, leaves: dict, shape: tuple[int, ...]) -> Graph:
                 add_edge(a, w)
             pred[o] = {w}
 
-    # ---- 5. input node: feeds every node that nothing but embeddings feeds (ppuda allows
-    # exactly one such node)
+    # ---- 5. input node: feeds every node that nothing feeds (ppuda allows exactly one),
+    # and ops that read a constant (maybe the input) besides embeddings, e.g. x + pos_emb
     embed_set = set(embed_nodes)
-    sources = [v for v in range(len(node_kind)) if v not in embed_set and pred[v] <= embed_set]
+    sources = [v for v in range(len(node_kind)) if v not in embed_set and (
+        not pred[v] or (node_kind[v] == "op" and has_none[node_payload[v]] and pred[v] <= embed_set))]
     inp = new_node("input", None, (-1, 0))
     for v in sources:
         add_edge(inp, v)

@@ -248,6 +248,11 @@ def test_vit_b16_at_224():
     assert g.nodes[-1].name == "heads.head.bias" and g.nodes[-1].role == "classifier_bias"
     assert sorted(p for n in g.nodes for p in n.params) == sorted(n for n, _ in model.named_parameters())
     # msa sits between the packed in-projection and the out-projection
+    e = g.edges.tolist()
+    cat, add = names.index("CatBackward0"), names.index("encoder.pos_embedding") + 1
+    assert sorted(s for s, d in e if d == cat) == [names.index("conv_proj.bias"), names.index("class_token")]
+    assert sorted(s for s, d in e if d == add) == [cat, add - 1] and g.nodes[add].op == "sum"
+    assert len(e) == 6 + 12 * 15 + 3  # stem, 12 encoder blocks, final ln and head
     k = names.index("encoder.layers.encoder_layer_0.self_attention.in_proj_bias")
     assert g.nodes[k + 1].op == "msa"
     assert [k, k + 1] in g.edges.tolist()
