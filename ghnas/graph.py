@@ -18,6 +18,22 @@ one forward pass, following the rules of the GHN-2 reference code (ppuda,
 * every other op (activations, reshapes, dropout, ...) is removed and its inputs are
   wired to its outputs;
 * an ``input`` node feeds the first layer(s).
+
+Where ppuda's rules depend on its node order or only work for its own modules, the
+rules here are structural, which changes nothing for the models ppuda supports:
+
+* ``cse`` is a multiplication that reads a ``Hard*`` activation (ppuda: the node two
+  places earlier in its order is one); ``msa`` is a fused attention op, or the matmul
+  that reads a softmax (ppuda: a ``Clone`` eleven places after a softmax), so
+  torchvision's ``MultiheadAttention`` / ViT work (ppuda refuses torchvision's ViT);
+  learned embeddings such as ViT's class token and positional encoding are
+  ``pos_enc`` nodes feeding a ``concat`` / ``sum``, as ppuda builds its ``PosEnc``;
+* a mean over all elements (no ``keepdim`` recorded) is dropped (ppuda keeps it unless
+  it is last or followed by a cell parameter);
+* layers are recognised with ``isinstance`` (ppuda: exact types), and a layer GHN-2
+  cannot represent, or a parameter used by several ops, is an error
+  (:class:`UnsupportedModelError`) instead of a warning and a partial graph;
+* the input may feed several nodes (ppuda asserts that it feeds exactly one).
 """
 from __future__ import annotations
 
@@ -180,7 +196,7 @@ class Graph:
         g.add_edges_from((int(s), int(d)) for s, d in np.asarray(self.edges).reshape(-1, 2))
         return g
 
-    def layers(self) -> np.ndarray:
+    def depths(self) -> np.ndarray:
         """Depth of every node: the length of the longest path from a source node."""
         depth = np.zeros(len(self.nodes), dtype=np.int64)
         edges = np.asarray(self.edges, dtype=np.int64).reshape(-1, 2)
@@ -211,15 +227,10 @@ class Graph:
             >>> g = extract(torchvision.models.resnet18(num_classes=10))
             >>> ax = g.draw("resnet18.png")  # doctest: +SKIP
         """
-        import matplotlib
-
-        if ax is None and path is not None:
-            matplotlib.use("Agg", force=False)  # no display needed just to save a file
-        import matplotlib.pyplot as plt
         from matplotlib.lines import Line2D
 
         n = len(self.nodes)
-        depth = self.layers()
+        depth = self.depths()
         n_layers = int(depth.max()) + 1 if n else 1
         width = max(np.bincount(depth).max() if n else 1, 1)
         pos = np.zeros((n, 2))
@@ -229,11 +240,17 @@ class Graph:
             for j, i in enumerate(members):
                 pos[i] = ((j - (k - 1) / 2.0), -level)
 
-        created = ax is None
-        if created:
-            fig_w = min(4 + 0.6 * width, 30)
-            fig_h = min(3 + 0.25 * n_layers, 60)
-            _, ax = plt.subplots(figsize=(fig_w, fig_h))
+        if ax is None:
+            size = (min(4 + 0.6 * width, 30), min(3 + 0.25 * n_layers, 60))
+            if path is not None:
+                # a bare Figure needs no display and leaves pyplot's state alone
+                from matplotlib.figure import Figure
+
+                ax = Figure(figsize=size).subplots()
+            else:
+                import matplotlib.pyplot as plt
+
+                _, ax = plt.subplots(figsize=size)
         if node_size is None:
             node_size = float(np.clip(4000.0 / max(n, 1), 12, 120))
 
@@ -263,8 +280,6 @@ class Graph:
         ax.set_title(f"{n} nodes, {len(edges)} edges")
         if path is not None:
             ax.figure.savefig(path, bbox_inches="tight", dpi=120)
-            if created:
-                plt.close(ax.figure)
         return ax
 
 

@@ -633,7 +633,7 @@ def test_hop_edges_match_networkx_shortest_paths():
 def test_to_networkx_summary_len_and_draw(tmp_path):
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # no display in tests
     import networkx as nx
 
     g = extract(Mixed())
@@ -649,7 +649,12 @@ def test_to_networkx_summary_len_and_draw(tmp_path):
     assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == [p for p in PRIMITIVES if p in g.summary()]
-    depth = g.layers()
+    import matplotlib.pyplot as plt
+
+    fig, given = plt.subplots()
+    assert g.draw(ax=given) is given and len(given.collections) == len(g.summary())
+    plt.close(fig)
+    depth = g.depths()
     assert depth[0] == 0 and all(depth[s] < depth[d] for s, d in g.edges)
 
 
