@@ -88,7 +88,7 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
             rec["params"] = sum(p.numel() for p in model.parameters())
             t0 = time.perf_counter()
             res = train(model, train_data, steps=steps, seed=seed, device=device, eval_data=val_data,
-                        eval_every=eval_every, eval_bn_mode=bn_mode, progress=progress, **tk)
+                        eval_every=eval_every, eval_bn_mode=bn_mode, progress=False, **tk)
             xs, acc = res.series("eval_accuracy")
             _, loss = res.series("eval_loss")
             rec["curves"][init] = {"steps": xs, "acc": [100 * a for a in acc], "loss": loss,
@@ -97,6 +97,10 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
         rec["steps_to_match"] = {str(s): steps_to_reach(r["steps"], r["acc"], a)
                                  for s, a in zip(g["steps"], g["acc"])}
         out.append(rec)
+        if progress:
+            print(f"  [{len(out)}/{len(archs)}] {space}: GHN {g['acc'][0]:.1f}% -> {g['acc'][-1]:.1f}%, "
+                  f"random {r['acc'][0]:.1f}% -> {r['acc'][-1]:.1f}% in {steps} steps "
+                  f"({g['seconds'] + r['seconds']:.0f}s)", flush=True)
     return out
 
 

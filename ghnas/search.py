@@ -751,11 +751,12 @@ def search(
     Returns:
         a :class:`SearchResult`.
 
-    Example::
-
+    Example:
         >>> import ghnas
-        >>> r = ghnas.search('nb201', budget=20, proxy='synflow', progress=False)  # doctest: +SKIP
-        >>> r.best_arch  # doctest: +SKIP
+        >>> r = ghnas.search('nb201', budget=5, proxy='params', strategy='evolution', progress=False)
+        >>> len(r.table), r.best_score == max(c.score for c in r.table)
+        (5, True)
+        >>> r = ghnas.search('nb201', budget=100, ghn='runs/meta/ghn.pt')    # doctest: +SKIP
     """
     import torch
 
