@@ -28,6 +28,7 @@ Ray's object store, so the workers need neither the dataset nor the checkpoint f
 
 Example::
 
+    >>> import search_spaces
     >>> from ray import tune
     >>> from ghnas.integrations.ray_tune import GHNSearcher, warm_start
     >>> def trainable(config):
