@@ -8,6 +8,7 @@ and reusing it (e.g. across meta-training steps) saves the graph preprocessing.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -299,16 +300,22 @@ class GraphBatch:
         has_out = np.zeros(n, bool)
         has_out[send] = True
         dev = self.device
-        index = torch.from_numpy(np.stack([rows, cols]))
+        cols_t = torch.from_numpy(cols)
         values = torch.from_numpy(vals)
         nodes_t = torch.from_numpy(order)
         gens = []
-        for k in range(n_gen):
-            a, b = bounds[k], bounds[k + 1]
-            na, nb = node_bounds[k], node_bounds[k + 1]
-            adj = torch.sparse_coo_tensor(index[:, a:b], values[a:b], (int(nb - na), width),
-                                          is_coalesced=True, check_invariants=False)
-            gens.append(Generation(nodes_t[na:nb].to(dev), adj.to(dev), bool(has_out[order[na:nb]].any())))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            for k in range(n_gen):
+                a, b = bounds[k], bounds[k + 1]
+                na, nb = node_bounds[k], node_bounds[k + 1]
+                crow = np.zeros(nb - na + 1, np.int64)
+                np.cumsum(np.bincount(rows[a:b], minlength=nb - na), out=crow[1:])
+                # CSR: about 10x faster than COO in sparse @ dense on CPU
+                adj = torch.sparse_csr_tensor(torch.from_numpy(crow), cols_t[a:b], values[a:b],
+                                              (int(nb - na), width), check_invariants=False)
+                gens.append(Generation(nodes_t[na:nb].to(dev), adj.to(dev),
+                                       bool(has_out[order[na:nb]].any())))
         return gens
 
     @property
