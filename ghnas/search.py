@@ -806,6 +806,12 @@ def search(
     bs = int(batch_size) if batch_size is not None else DEFAULT_BATCH.get(proxy_name, DEFAULT_BATCH_OTHER)
     batches = load_batches(images, bs, int(seed), dev) if prox.needs_data else None
 
+    # fail before the search, not after it, when train_top_k cannot run
+    train_val = _train_val(train_data, data, data_root) if train_top_k else None
+    reserved = {"seed", "device", "progress", "eval_data"} & set(train_kwargs or {})
+    if reserved:
+        raise ValueError(f"train_kwargs may not set {sorted(reserved)}; search() sets them")
+
     out = Path(out_dir) if out_dir is not None else None
     cache = out / CACHE_FILE if out is not None else None
 
@@ -843,8 +849,7 @@ def search(
     tk = dict(train_kwargs or {"steps": 100, "batch_size": 64})
     tbk = dict(train_build_kwargs) if train_build_kwargs is not None else dict(kw)
     if train_top_k:
-        _train_top(ranked[:train_top_k], sp, _train_val(train_data, data, data_root), tbk, tk,
-                   int(seed), dev, progress)
+        _train_top(ranked[:train_top_k], sp, train_val, tbk, tk, int(seed), dev, progress)
 
     settings = dict(
         space=space_name, strategy=strategy, proxy=proxy_label, proxy_settings=table_settings.get("proxy"),
@@ -878,9 +883,6 @@ def _train_top(cands: Sequence[Candidate], sp: Any, data: tuple[Any, Any], build
     from .train import evaluate, train
 
     train_data, val_data = data
-    reserved = {"seed", "device", "progress", "eval_data"} & set(train_kwargs)
-    if reserved:
-        raise ValueError(f"train_kwargs may not set {sorted(reserved)}; search() sets them")
     if "steps" not in train_kwargs and "epochs" not in train_kwargs:
         train_kwargs = {**train_kwargs, "steps": 100}
     if device.type != "cpu":
