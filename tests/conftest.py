@@ -32,3 +32,16 @@ def nb201_csv() -> Path:
 @pytest.fixture
 def cifar10_root() -> Path:
     return _need(CIFAR10)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests run tiny networks, where a second intra-op thread only adds contention
+    (on a busy 2-core machine, 10x slowdowns were seen); the library itself leaves
+    the thread count to torch."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -30,8 +30,8 @@ def test_steps_on_a_fixed_batch_decrease_loss():
     opt = torch.optim.Adam(ghn.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)
-    losses = [meta_step(ghn, opt, models, graphs, x, y)[0] for _ in range(8)]
-    assert losses[-1] < 0.8 * losses[0], losses
+    losses = [meta_step(ghn, opt, models, graphs, x, y)[0] for _ in range(15)]
+    assert losses[-1] < 0.7 * losses[0], losses
     # predicted tensors stay out of the modules: their own parameters are untouched
     assert all(p.grad is None for m in models for p in m.parameters())
 
