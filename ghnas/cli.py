@@ -520,9 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
 # entry point
 # ----------------------------------------------------------------------------------------
 def _user_errors() -> tuple[type[BaseException], ...]:
-    errs: list[type[BaseException]] = [CLIError, ValueError, KeyError, FileNotFoundError, FileExistsError,
-                                       IsADirectoryError, NotADirectoryError, PermissionError]
-    return tuple(errs)
+    # OSError covers missing files, existing outputs, permissions and failed downloads
+    return (CLIError, ValueError, KeyError, OSError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
