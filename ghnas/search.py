@@ -417,7 +417,9 @@ def _strategy_evolution(space, tr: _Tracker, rng, pool, *, population: int = 20,
                         max_retries: int = 100, chunk: int = 16) -> None:
     if population < 1 or sample_size < 1:
         raise ValueError(f"population and sample_size must be >= 1; got {population}, {sample_size}")
-    pool_keys = None if pool is None else {space.hash(a) for a in pool}
+    # pool members by hash: a mutation may produce an equivalent spelling of a member,
+    # and the member's own string is what gets evaluated
+    pool_by_key = None if pool is None else {space.hash(a): a for a in pool}
     pop: deque[tuple[str, float]] = deque()
     # initial population: random distinct architectures, scored in batched calls
     n0 = min(population, tr.budget)
@@ -438,16 +440,16 @@ def _strategy_evolution(space, tr: _Tracker, rng, pool, *, population: int = 20,
             for i in idx[1:]:
                 if tr.better(pop[int(i)][1], parent[1]):
                     parent = pop[int(i)]
-            if pool_keys is None:
+            if pool_by_key is None:
                 cand = space.mutate(parent[0], rng)
                 if tr.key(cand) not in tr.seen:
                     child = cand
                     break
             else:
-                options = [n for n in space.neighbours(parent[0])
-                           if tr.key(n) in pool_keys and tr.key(n) not in tr.seen]
+                keys = [tr.key(n) for n in space.neighbours(parent[0])]
+                options = sorted({k for k in keys if k in pool_by_key and k not in tr.seen}, key=keys.index)
                 if options:
-                    child = options[int(rng.integers(len(options)))]
+                    child = pool_by_key[options[int(rng.integers(len(options)))]]
                     break
         if child is None:  # the neighbourhood of the population is used up
             child = _random_unseen(space, tr, rng, pool)

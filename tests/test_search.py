@@ -242,16 +242,22 @@ def test_darts_search_with_default_proxy_sizes():
 
 def test_pool_restricts_the_search():
     sp = search_spaces.get("nb201")
-    pool = sp.sample_many(15, seed=5, unique=True)
-    keys = {sp.hash(a) for a in pool}
+    base = "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+    # single-edit neighbours, some spelled as equivalent cells (a dead edge changed), so
+    # evolution finds pool members through mutation under another spelling
+    pool = [base] + sp.neighbours(base)[:12] + sp.sample_many(6, seed=5, unique=True)
+    pool.append("|nor_conv_3x3~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|nor_conv_1x1~2|")
+    pool.append("|nor_conv_1x1~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|nor_conv_1x1~2|")  # same as the one above
+    members = {sp.validate(a) for a in pool}
+    distinct = len({sp.hash(a) for a in pool})
     for strategy in ("random", "evolution"):
         opts = {"population": 4, "sample_size": 2} if strategy == "evolution" else {}
-        log = run_strategy(strategy, sp, 10, lambda archs: [float(len(a)) for a in archs], seed=0,
+        log = run_strategy(strategy, sp, distinct, lambda archs: [float(len(a)) for a in archs], seed=0,
                            pool=pool, **opts)
-        assert len(log) == 10 and all(sp.hash(a) in keys for a, _ in log)
-        assert len({sp.hash(a) for a, _ in log}) == 10
+        assert len(log) == distinct and all(a in members for a, _ in log)  # the pool's own strings
+        assert len({sp.hash(a) for a, _ in log}) == distinct
     with pytest.raises(ValueError, match="exceeds"):
-        run_strategy("random", sp, 16, lambda archs: [0.0] * len(archs), pool=pool)
+        run_strategy("random", sp, distinct + 1, lambda archs: [0.0] * len(archs), pool=pool)
     with pytest.raises(ValueError, match="pool"):
         run_strategy("tpe", sp, 3, lambda archs: [0.0] * len(archs), pool=pool)
 
