@@ -141,7 +141,7 @@ def markdown(res: dict[str, Any]) -> str:
               f"with 100 samples finds about {NASWOT_ANCHOR}%. 'best visited' (the best of the architectures "
               "a random search visits: what a perfect proxy would pick) and 'random choice' (one of them at "
               "random) do not use a proxy and are computed on the random strategy's visits in both columns. "
-              "Evolution inside a 491-architecture pool is mostly random: few single-edit neighbours of a "
+              f"Evolution inside a {m['rows']}-row pool is mostly random: few single-edit neighbours of a "
               "pool member are in the pool.", ""]
     return "\n".join(lines)
 

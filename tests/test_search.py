@@ -342,3 +342,23 @@ def test_missing_shipped_ghn_is_explained():
         pytest.skip("a GHN is shipped for nb201 now")
     with pytest.raises(FileNotFoundError, match="ghnas-nb201-cifar10"):
         search("nb201", budget=2, progress=False)
+
+
+def test_search_benchmark_simulation():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_search_nb201.py"
+    spec = importlib.util.spec_from_file_location("bench_search_nb201", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sp = search_spaces.get("nb201")
+    archs = [sp.validate(a) for a in sp.sample_many(30, seed=0, unique=True)]
+    truth = {a: float(i) for i, a in enumerate(archs)}
+    scores = {"perfect": dict(truth), "inverse": {a: -v for a, v in truth.items()}}
+    res = mod.simulate(archs, truth, scores, budget=10, seeds=[0, 1, 2], strategy="random")
+    assert res["perfect"]["picks"] == res["best visited"]["picks"]
+    assert all(i <= p for i, p in zip(res["inverse"]["picks"], res["random choice"]["picks"]))
+    assert res["perfect"]["mean"] >= res["random choice"]["mean"]
+    evo = mod.simulate(archs, truth, scores, budget=10, seeds=[0], strategy="evolution")
+    assert evo["perfect"]["picks"][0] in truth.values()
