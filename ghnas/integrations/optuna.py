@@ -41,7 +41,6 @@ Example (an architecture and a learning rate tuned together)::
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Sequence
 

@@ -111,7 +111,8 @@ class GHNSearcher(Searcher):
         proxy, ghn, data, build_kwargs, seed, batch_size, cache, device: how the pool
             is scored; see :class:`ghnas.integrations.ProxyScorer`. Or pass ``scorer``.
         scorer: a ready :class:`~ghnas.integrations.ProxyScorer` (e.g. shared with a
-            :class:`ProxyStopper`, so nothing is scored twice).
+            :class:`ProxyStopper`, so nothing is scored twice); ``space``, ``proxy`` and
+            the scoring arguments are then taken from it.
         arch_key: where the architecture goes in the config (``'a/b'`` nests).
         score_key: where its proxy score goes (``None``: not added).
         metric, mode: as for any Tune searcher (only recorded; the order of proposals
@@ -288,7 +289,8 @@ class ProxyStopper(Stopper):
 
     Args:
         space, proxy, scorer, ghn, data, build_kwargs, seed, batch_size, cache, device:
-            how scores are computed, as for :class:`GHNSearcher`.
+            how scores are computed, as for :class:`GHNSearcher` (a given ``scorer``
+            supplies all of them).
         quantile: stop architectures scoring strictly below this quantile of the
             reference (``0.5``: below the median).
         reference: ``None``: the scores of the trials this stopper has judged so far
