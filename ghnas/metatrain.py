@@ -320,7 +320,7 @@ def meta_step(ghn, opt: torch.optim.Optimizer, models: Sequence[nn.Module], grap
     loss.backward()
     gnorm = float(nn.utils.clip_grad_norm_(ghn.parameters(), grad_clip))
     opt.step()
-    return float(loss), correct / (len(models) * len(y)), gnorm
+    return float(loss.detach()), correct / (len(models) * len(y)), gnorm
 
 
 def plot_curve(history: Sequence[dict], evals: Sequence[dict], path: Path, title: str = "") -> None:

@@ -97,6 +97,15 @@ class GHNProxy(Proxy):
             raise ValueError("the GHN proxy needs data: pass data='sample', an ImageData or (x, y) batches")
         device = torch.device(device)
         ghn = self._resolve(space, device)
+        with warnings.catch_warnings():
+            # dead ops of a cell (e.g. behind NB201 `none` edges) never reach the output:
+            # they get no graph node and no prediction, and cannot change the score
+            warnings.filterwarnings("ignore", message=".*not used by the forward pass.*")
+            return self._score_chunks(ghn, archs, space, batches, build_kwargs, seed, device, callback)
+
+    def _score_chunks(self, ghn, archs, space, batches, build_kwargs, seed, device, callback) -> list[float]:
+        from ghnas.graph import extract
+
         kwargs = dict(build_kwargs or {})
         out: list[float] = []
         for start in range(0, len(archs), self.chunk):
@@ -109,7 +118,7 @@ class GHNProxy(Proxy):
                     torch.manual_seed(arch_seed(seed, space.hash(a)))
                     models.append(space.build(a, **kwargs).to(device))
             with torch.no_grad():
-                preds = ghn.predict([_graph(m) for m in models])
+                preds = ghn.predict([extract(m) for m in models])
             values = [self._evaluate(m, p, batches) for m, p in zip(models, preds)]
             per_arch = (time.perf_counter() - t0) / len(part)
             for i, v in enumerate(values):
@@ -147,16 +156,6 @@ class GHNProxy(Proxy):
             return -loss
         # the loss only orders networks of equal accuracy: its weight is below one image
         return acc - min(loss, 1e3) / (1e3 * n + 1)
-
-
-def _graph(model: nn.Module):
-    from ghnas.graph import extract
-
-    with warnings.catch_warnings():
-        # dead ops of a cell (e.g. behind NB201 `none` edges) never reach the output:
-        # they get no graph node and no prediction, and cannot change the score
-        warnings.simplefilter("ignore", UserWarning)
-        return extract(model)
 
 
 def _state_digest(module: nn.Module) -> str:

@@ -1,0 +1,91 @@
+"""The GHN proxy: batched scores equal one-by-one scores, metrics, errors."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import search_spaces
+from ghnas.ghn import GHN2, save_ghn
+from ghnas.proxies import get_proxy, score
+from ghnas.proxies.ghn import GHNProxy
+
+BUILD = {"C": 4, "N": 1}
+
+
+@pytest.fixture(scope="module")
+def ghn():
+    torch.manual_seed(0)
+    return GHN2(hid=16, max_shape=(16, 16, 3, 3)).eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(40, 3, 32, 32, generator=g), torch.randint(0, 10, (40,), generator=g)
+
+
+@pytest.fixture(scope="module")
+def archs():
+    return search_spaces.get("nb201").sample_many(5, seed=2, unique=True)
+
+
+def test_batched_scores_equal_one_by_one(ghn, batch, archs):
+    proxy = GHNProxy(ghn=ghn, eval_batch=20, chunk=5)
+    together = score(archs, "nb201", proxy, data=batch, build_kwargs=BUILD, progress=False).scores
+    alone = [score([a], "nb201", GHNProxy(ghn=ghn, eval_batch=20, chunk=1), data=batch,
+                   build_kwargs=BUILD, progress=False).scores[0] for a in archs]
+    assert together == pytest.approx(alone, abs=1e-6)
+    assert all(0.0 <= s <= 1.0 for s in together)
+
+
+def test_metrics_are_accuracy_and_loss(ghn, batch, archs):
+    acc = score(archs, "nb201", GHNProxy(ghn=ghn, metric="acc", eval_batch=20), data=batch,
+                build_kwargs=BUILD, progress=False).scores
+    nll = score(archs, "nb201", GHNProxy(ghn=ghn, metric="neg_loss", eval_batch=20), data=batch,
+                build_kwargs=BUILD, progress=False).scores
+    both = score(archs, "nb201", GHNProxy(ghn=ghn, metric="acc_loss", eval_batch=20), data=batch,
+                 build_kwargs=BUILD, progress=False).scores
+    # accuracy is a multiple of 1/40; the loss term only breaks ties (less than one image)
+    assert all(abs(a * 40 - round(a * 40)) < 1e-9 for a in acc)
+    assert all(n < 0 for n in nll)
+    assert all(0 <= a - b < 1 / 40 for a, b in zip(acc, both))
+    # with the same accuracy, the lower loss ranks first
+    for i in range(len(archs)):
+        for j in range(len(archs)):
+            if acc[i] == acc[j] and nll[i] > nll[j]:
+                assert both[i] > both[j]
+
+
+def test_score_on_a_model_matches_manual_evaluation(ghn, batch):
+    arch = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    model = search_spaces.get("nb201").build(arch, **BUILD)
+    proxy = GHNProxy(ghn=ghn, metric="acc", eval_batch=40)
+    value = proxy.score(model, [batch])
+    net = ghn(model)  # in place, BN on batch statistics as ppuda does
+    with torch.no_grad():
+        pred = net(batch[0]).argmax(1)
+    assert value == pytest.approx(float((pred == batch[1]).float().mean()))
+
+
+def test_checkpoint_path_and_cache_key(ghn, batch, archs, tmp_path):
+    path = save_ghn(ghn, tmp_path / "g.pt") or tmp_path / "g.pt"
+    by_path = score(archs[:2], "nb201", get_proxy("ghn", ghn=str(path), eval_batch=20), data=batch,
+                    build_kwargs=BUILD, progress=False).scores
+    by_obj = score(archs[:2], "nb201", GHNProxy(ghn=ghn, eval_batch=20), data=batch,
+                   build_kwargs=BUILD, progress=False).scores
+    assert by_path == pytest.approx(by_obj, abs=1e-6)
+    # different GHN weights never share cached values
+    other = GHN2(hid=16, max_shape=(16, 16, 3, 3))
+    assert GHNProxy(ghn=ghn).settings()["ghn"] != GHNProxy(ghn=other).settings()["ghn"]
+
+
+def test_errors(ghn):
+    with pytest.raises(ValueError, match="unknown GHN proxy metric 'top5'"):
+        GHNProxy(ghn=ghn, metric="top5")
+    with pytest.raises(ValueError, match="eval_batch"):
+        GHNProxy(ghn=ghn, eval_batch=1)
+    with pytest.raises(ValueError, match="needs data"):
+        GHNProxy(ghn=ghn).score(torch.nn.Linear(2, 2), None)
+    assert not math.isnan(GHNProxy(ghn=ghn).eval_batch)
