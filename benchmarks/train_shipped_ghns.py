@@ -31,7 +31,7 @@ from ghnas.search import PROXY_BUILD_KWARGS  # noqa: E402
 CONFIGS = {
     "nb201": dict(space="nb201", steps=800, eval_every=100, eval_archs=20, eval_images=500),
     # DARTS networks are ~10x slower than NB201 ones on CPU: half the meta-batch, fewer steps
-    "darts": dict(space="darts", steps=300, meta_batch=4, eval_every=100, eval_archs=10,
+    "darts": dict(space="darts", steps=200, meta_batch=4, eval_every=100, eval_archs=10,
                   eval_images=200),
 }
 
