@@ -13,6 +13,7 @@ import torch.nn as nn
 import ghnas
 from ghnas.ghn import (GHN2, GraphBatch, available_ghns, decoder_key, git_blob_sha1, load_ghn, normalize,
                        register_ghn, save_ghn, tile_to)
+from ghnas.ghn.model import tile_into
 from ghnas.ghn import hub
 from ghnas.graph import Graph, Node
 
@@ -198,6 +199,13 @@ def test_tile_and_normalize():
     assert torch.equal(tile_to(w, (2,))[0], w[0, :, 0, 0, 0])
     assert torch.equal(tile_to(w, (2, 7))[0, :, 6], w[0, :, 0, 0, 0])  # 7 mod 3 = 0
     assert tile_to(w[:, :, :, 0, 0], (2, 3, 1, 1)).shape == (1, 2, 3, 1, 1)
+    for shape in [(5, 2, 3, 3), (4, 6, 3, 3), (2,), (2, 7), (6, 3, 1, 1)]:
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            dst = torch.empty(shape)
+            if len(shape) == 4:
+                dst = dst.to(memory_format=fmt)
+            tile_into(dst, w[0])
+            assert torch.equal(dst, tile_to(w, shape)[0]), shape
     x = torch.randn(3, 8, 4, 3, 3)
     torch.testing.assert_close(normalize(x, "weight", (8, 4, 3, 3)), x * (2 / 36) ** 0.5)
     torch.testing.assert_close(normalize(x, "weight", (8, 1, 3, 3)), x * (1 / 9) ** 0.5)  # depthwise

@@ -52,6 +52,27 @@ def tile_to(w: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return w
 
 
+def tile_into(dst: torch.Tensor, w: torch.Tensor) -> None:
+    """Write ``tile_to(w[None], dst.shape)[0]`` into ``dst`` without building it first."""
+    shape = tuple(dst.shape)
+    w = tile_to(w[None], tuple(min(t, s) for t, s in zip(shape, _match_ndim(w, len(shape)).shape)))[0]
+    if dst.is_contiguous() and all(t % s == 0 for t, s in zip(shape, w.shape)):
+        # dim d of size r*s viewed as (r, s): element i = q*s + k takes w[k], i.e. w[i mod s]
+        split = [v for t, s in zip(shape, w.shape) for v in (t // s, s)]
+        src = w.reshape([v for s in w.shape for v in (1, s)])
+        dst.view(split).copy_(src.expand(split))
+    else:
+        dst.copy_(tile_to(w[None], shape)[0])
+
+
+def _match_ndim(w: torch.Tensor, nd: int) -> torch.Tensor:
+    while w.dim() > nd:
+        w = w[..., 0]
+    while w.dim() < nd:
+        w = w.unsqueeze(-1)
+    return w
+
+
 def normalize(w: torch.Tensor, kind: str, shape: Sequence[int]) -> torch.Tensor:
     """GHN-2's output scaling of a batch of predicted tensors of one ``shape``.
 
@@ -244,8 +265,13 @@ class GHN2(nn.Module):
             return {"after_shape_enc": x0, "after_gnn": x1, "after_ln": x}
         return x
 
-    def decode(self, x: torch.Tensor, batch: GraphBatch) -> list[dict[str, torch.Tensor]]:
-        """Predicted tensors per graph from node embeddings ``x`` (one decoder call per key)."""
+    def decode(self, x: torch.Tensor, batch: GraphBatch,
+               into: Sequence[Mapping[str, torch.Tensor]] | None = None) -> list[dict[str, torch.Tensor]]:
+        """Predicted tensors per graph from node embeddings ``x`` (one decoder call per key).
+
+        With ``into`` (one ``{name: tensor}`` per graph), the predictions are written
+        into those tensors instead (under ``torch.no_grad()``) and an empty list is returned.
+        """
         out: list[dict[str, torch.Tensor]] = [{} for _ in range(batch.num_graphs)]
         for plan in batch.plans:
             key = plan.key
@@ -267,9 +293,15 @@ class GHN2(nn.Module):
                     t = t[:, grp.row]
                 if self.weight_norm:  # elementwise, so the same before or after tiling (and cheaper)
                     t = normalize(t, grp.kind, grp.shape)
+                if into is not None:
+                    for (b, name), tensor in zip(grp.targets, t.unbind(0)):
+                        tile_into(into[b][name], tensor)
+                    continue
                 t = tile_to(t, grp.shape)
                 for (b, name), tensor in zip(grp.targets, t.contiguous().unbind(0)):
                     out[b][name] = tensor
+        if into is not None:
+            return []
         return [{name: d[name] for name in names} for d, names in zip(out, batch.param_names)]
 
     # ------------------------------------------------------------------ public API
@@ -284,16 +316,20 @@ class GHN2(nn.Module):
 
         Returns:
             one ``{parameter name: tensor}`` dict per item, in the model's parameter
-            order (for a graph: in node order). The tensors are outputs of the GHN (differentiable w.r.t. its
-            parameters when grad is enabled), ready for ``torch.func.functional_call``.
+            order (for a graph: in node order). The tensors are outputs of the GHN
+            (differentiable w.r.t. its parameters when grad is enabled), ready for
+            ``torch.func.functional_call``.
 
         Raises:
             ValueError: the classifier size differs from ``num_classes``, or a
                 model's parameters and its graph's parameter nodes do not match.
         """
-        seq = [items] if isinstance(items, (nn.Module, Graph)) else items
-        batch = self.prepare(seq, input_shape)
-        models = [] if isinstance(seq, GraphBatch) else list(seq)
+        if isinstance(items, (nn.Module, Graph)):
+            items = [items]
+        elif not isinstance(items, GraphBatch):
+            items = list(items)
+        batch = self.prepare(items, input_shape)
+        models = [] if isinstance(items, GraphBatch) else items
         for b, it in enumerate(models):
             if isinstance(it, nn.Module):
                 _check_model_params(it, batch.graphs[b], b)
@@ -320,10 +356,11 @@ class GHN2(nn.Module):
         if not isinstance(model, nn.Module):
             raise TypeError(f"GHN2 expects an nn.Module, got {type(model).__name__}; "
                             f"use ghn.predict(...) for graphs or lists")
-        with torch.no_grad():
-            pred = self.predict([model], input_shape)[0]
-            for name, p in model.named_parameters():
-                p.copy_(pred[name])
+        batch = self.prepare([model], input_shape)
+        _check_model_params(model, batch.graphs[0], 0)
+        with torch.no_grad(), cpu_threads(self.cpu_threads if self.embed.weight.device.type == "cpu" else None):
+            # tiles go straight into the parameters: one pass over their memory instead of two
+            self.decode(self.embed_nodes(batch), batch, into=[dict(model.named_parameters())])
         if bn_train:
             for m in model.modules():
                 if isinstance(m, nn.BatchNorm2d):
