@@ -41,11 +41,12 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
+
+from ghnas._io import atomic_write_text
 
 __all__ = ["bench", "COLUMNS", "settings_path", "read_rows"]
 
@@ -93,25 +94,12 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
             if i == len(lines):
                 warnings.warn(f"{path}, line {i}: dropping an incomplete last row (a run was "
                               f"interrupted while writing it): {line.strip()!r}", stacklevel=2)
-                _atomic_write(path, "".join(lines[:-1]))
+                atomic_write_text(path, "".join(lines[:-1]))
                 break
             raise ValueError(f"{path}, line {i}: malformed row {line.strip()!r}; expected "
                              f"{len(COLUMNS)} fields {list(COLUMNS)}")
         rows.append(dict(zip(COLUMNS, fields)))
     return rows
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _jsonable(obj: Any) -> Any:
@@ -162,7 +150,7 @@ def _check_settings(side: Path, settings: dict[str, Any], csv_path: Path, have_r
     elif have_rows:
         raise ValueError(f"{csv_path} has results but no settings file {side.name} next to it, so "
                          "they cannot be checked against this run; use another out= path")
-    _atomic_write(side, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(side, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
 def _format_row(values: Mapping[str, Any]) -> str:

@@ -43,7 +43,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -51,6 +50,8 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
+
+from ghnas._io import atomic_savefig, atomic_write_text
 
 __all__ = [
     "read_truth",
@@ -583,21 +584,6 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 @dataclass
 class ProxyCorrelation:
     """Ranking quality of one proxy against the ground truth."""
@@ -648,7 +634,7 @@ class CorrelationReport:
         """Strict JSON (undefined values as null); written atomically when ``path`` is given."""
         text = json.dumps(_json_safe(self.to_dict()), indent=2, allow_nan=False) + "\n"
         if path is not None:
-            _atomic_write_text(path, text)
+            atomic_write_text(path, text)
         return text
 
     def table(self) -> str:
@@ -791,19 +777,6 @@ def _draw(ax, name: str, proxy_scores: Mapping[str, float], truth: Mapping[str, 
     ax.grid(True, alpha=0.3)
 
 
-def _atomic_savefig(fig, path: Path, dpi: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def scatter_plots(
     scores: Mapping[str, Mapping[str, float]],
     truth: Mapping[str, float],
@@ -851,7 +824,7 @@ def scatter_plots(
             for ax in list(axes.flat)[len(names):]:
                 ax.set_visible(False)
             fig.tight_layout()
-            _atomic_savefig(fig, out, dpi)
+            atomic_savefig(fig, out, dpi, bbox_inches="tight")
         finally:
             plt.close(fig)
         written.append(out)
@@ -868,7 +841,7 @@ def scatter_plots(
             _draw(ax, name, proxy_scores, truth, truth_label, x_axis)
             fig.tight_layout()
             path = out / f"{stem}.png"
-            _atomic_savefig(fig, path, dpi)
+            atomic_savefig(fig, path, dpi, bbox_inches="tight")
         finally:
             plt.close(fig)
         written.append(path)

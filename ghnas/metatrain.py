@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ghnas._io import atomic_savefig, atomic_torch_save, atomic_write_text
+
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
 GHN_FILE = "ghn.pt"
@@ -159,18 +161,6 @@ def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def lr_at(step: int, cfg: MetaTrainConfig) -> float:
@@ -350,10 +340,8 @@ def plot_curve(history: Sequence[dict], evals: Sequence[dict], path: Path, title
         ax2.legend(loc="center right", fontsize=8)
     ax1.set_title(title or "GHN meta-training")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    atomic_savefig(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None,
@@ -403,7 +391,7 @@ def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None
         raise FileExistsError(f"{out} already holds a meta-training run; pass resume=True "
                               "(--resume) to continue it, or choose another folder")
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(json.dumps(cfg.to_dict(), indent=2), out / CONFIG_FILE)
+    atomic_write_text(out / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
 
     device = _resolve_device(cfg.device)
     amp = cfg.amp and device.type == "cuda"
@@ -432,11 +420,11 @@ def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None
         seconds, best = float(state["seconds"]), float(state["best"])
 
     def checkpoint() -> None:
-        _atomic_torch_save({"config": cfg.to_dict(), "ghn": ghn.state_dict(),
+        atomic_torch_save({"config": cfg.to_dict(), "ghn": ghn.state_dict(),
                             "optimizer": opt.state_dict(), "step": step, "history": history,
                             "evals": evals, "seconds": seconds, "best": best}, state_path)
         save_ghn(ghn, out / GHN_FILE, epoch=step)
-        _atomic_write_text(json.dumps({"history": history, "evals": evals}), out / HISTORY_FILE)
+        atomic_write_text(out / HISTORY_FILE, json.dumps({"history": history, "evals": evals}))
 
     def run_eval() -> None:
         nonlocal best

@@ -49,7 +49,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -57,6 +56,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
+
+from ghnas._io import atomic_savefig, atomic_write_text
 
 __all__ = [
     "PROXY_BUILD_KWARGS",
@@ -192,7 +193,7 @@ class SearchResult:
         """JSON text (``-Infinity`` for degenerate networks); written atomically to ``path``."""
         text = json.dumps(_jsonable(self.to_dict()), indent=1) + "\n"
         if path is not None:
-            _atomic_write_text(Path(path), text)
+            atomic_write_text(Path(path), text)
         return text
 
     @classmethod
@@ -261,7 +262,7 @@ class SearchResult:
             ax.grid(True, alpha=0.3)
             ax.legend(loc="best", fontsize=9)
             fig.tight_layout()
-            return _atomic_savefig(fig, Path(path))
+            return atomic_savefig(fig, Path(path))
         finally:
             plt.close(fig)
 
@@ -288,22 +289,6 @@ def _jsonable(o: Any) -> Any:
     return str(o)
 
 
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _pyplot():
     import matplotlib
 
@@ -315,20 +300,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _atomic_savefig(fig, path: Path, dpi: int = 120) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 # ----------------------------------------------------------------------------------------

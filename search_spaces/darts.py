@@ -66,7 +66,7 @@ Example:
 from __future__ import annotations
 
 import ast
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import torch
