@@ -133,12 +133,11 @@ def hop_edges(n: int, edges, cutoff: int, b: int = 0) -> tuple[np.ndarray, np.nd
 
     adj = csr_matrix((np.ones(len(real)), (real[:, 0], real[:, 1])), shape=(n, n))
     dist = shortest_path(adj, method="D", directed=True, unweighted=True)
-    mask = (dist > 0) & (dist <= cutoff)  # inf (unreachable) fails the second test
-    s, d = np.nonzero(mask)
-    e_src = np.stack([s, d, dist[s, d].astype(np.int64)], 1)
-    d, s = np.nonzero(mask.T)
-    e_dst = np.stack([s, d, dist[s, d].astype(np.int64)], 1)
-    return e_src.astype(np.int64), e_dst.astype(np.int64)
+    idx = np.flatnonzero((dist > 0) & (dist <= cutoff))  # inf (unreachable) fails the second test
+    s, d = np.divmod(idx, n)
+    e_src = np.stack([s, d, dist.ravel()[idx].astype(np.int64)], 1)
+    by_dst = np.argsort(d.astype(np.int16 if n < 32767 else np.int64), kind="stable")
+    return e_src, e_src[by_dst]
 
 
 class GraphBatch:
@@ -193,7 +192,9 @@ class GraphBatch:
             warned = False
             names: list[str] = []
             for i, node in enumerate(g.nodes):
-                shape = None if node.shape is None else tuple(int(v) for v in node.shape)
+                shape = node.shape
+                if shape is not None and type(shape) is not tuple:
+                    shape = tuple(int(v) for v in shape)
                 ck = (node.op, shape, node.role, len(node.params))
                 info = node_info.get(ck)
                 if info is None:
@@ -288,15 +289,17 @@ class GraphBatch:
             rcv = np.empty(m, np.int64)
             cols = np.empty(m, np.int64)
             vals = np.empty(m, np.float32)
-            rcv[at_ve], cols[at_ve], vals[at_ve] = recv, 2 * send + 1, 1.0 / hops
+            inv = (1.0 / np.arange(1, int(hops.max()) + 1, dtype=np.float64)).astype(np.float32)
+            rcv[at_ve], cols[at_ve], vals[at_ve] = recv, 2 * send + 1, inv[hops - 1]
             rcv[at_one], cols[at_one], vals[at_one] = recv[one], 2 * send[one], 1.0
             width = 2 * n
         else:
             rcv, cols, vals, width = recv[one], send[one], np.ones(int(one.sum()), np.float32), n
         gen = depth[rcv]
         srt = np.argsort(gen.astype(small), kind="stable")
-        gen, rows, cols, vals = gen[srt], pos[rcv[srt]], cols[srt], vals[srt]
-        bounds = np.searchsorted(gen, np.arange(n_gen + 1))
+        rcv, cols, vals = rcv[srt], cols[srt], vals[srt]
+        # entries are now sorted by (generation, position); row starts of all generations at once
+        crow_all = np.searchsorted(node_bounds[gen[srt]] + pos[rcv], np.arange(n + 1))
         has_out = np.zeros(n, bool)
         has_out[send] = True
         dev = self.device
@@ -307,12 +310,11 @@ class GraphBatch:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
             for k in range(n_gen):
-                a, b = bounds[k], bounds[k + 1]
                 na, nb = node_bounds[k], node_bounds[k + 1]
-                crow = np.zeros(nb - na + 1, np.int64)
-                np.cumsum(np.bincount(rows[a:b], minlength=nb - na), out=crow[1:])
+                crow = crow_all[na:nb + 1]
+                a, b = crow[0], crow[-1]
                 # CSR: about 10x faster than COO in sparse @ dense on CPU
-                adj = torch.sparse_csr_tensor(torch.from_numpy(crow), cols_t[a:b], values[a:b],
+                adj = torch.sparse_csr_tensor(torch.from_numpy(crow - a), cols_t[a:b], values[a:b],
                                               (int(nb - na), width), check_invariants=False)
                 gens.append(Generation(nodes_t[na:nb].to(dev), adj.to(dev),
                                        bool(has_out[order[na:nb]].any())))
