@@ -336,12 +336,15 @@ def test_bad_arguments_are_named(ghn):
 
 
 def test_missing_shipped_ghn_is_explained():
-    from ghnas.ghn import available_ghns
+    from ghnas.ghn import register_ghn
+    from ghnas.ghn import hub
 
-    if "ghnas-nb201-cifar10" in available_ghns():
-        pytest.skip("a GHN is shipped for nb201 now")
-    with pytest.raises(FileNotFoundError, match="ghnas-nb201-cifar10"):
-        search("nb201", budget=2, progress=False)
+    register_ghn("ghnas-missing-test", asset="no_such_ghn.pt", overwrite=True)
+    try:
+        with pytest.raises(FileNotFoundError, match="ghnas-missing-test"):
+            search("nb201", budget=2, ghn="ghnas-missing-test", progress=False)
+    finally:
+        hub._REGISTRY.pop("ghnas-missing-test", None)
 
 
 def test_search_benchmark_simulation():

@@ -84,6 +84,12 @@ register_ghn("ghn2-cifar10", url=_PPUDA_RAW + "ghn2_cifar10.pt",
 register_ghn("ghn2-imagenet", url=_PPUDA_RAW + "ghn2_imagenet.pt",
              git_sha1="7b5d6733e9fdf0069bc6186cad3a0b1b54fda68d",
              description="GHN-2 of Knyazev et al. 2021 trained on ImageNet / DeepNets-1M (ppuda release)")
+# meta-trained by ghnas on its own spaces (benchmarks/train_shipped_ghns.py); the sidecar
+# <name>.json beside each file records the network size it was trained for
+register_ghn("ghnas-nb201-cifar10", asset="ghnas-nb201-cifar10.pt",
+             description="GHN-2 meta-trained by ghnas on NAS-Bench-201 cells (C=8, N=1), CIFAR-10")
+register_ghn("ghnas-darts-cifar10", asset="ghnas-darts-cifar10.pt",
+             description="GHN-2 meta-trained by ghnas on DARTS cells (C=8, 5 layers), CIFAR-10")
 
 
 # --------------------------------------------------------------------------- files
