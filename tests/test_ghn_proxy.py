@@ -89,3 +89,14 @@ def test_errors(ghn):
     with pytest.raises(ValueError, match="needs data"):
         GHNProxy(ghn=ghn).score(torch.nn.Linear(2, 2), None)
     assert not math.isnan(GHNProxy(ghn=ghn).eval_batch)
+
+
+def test_ghn_call_on_a_cell_with_dead_ops(ghn):
+    # node 2 feeds nothing (its only outgoing edge is `none`): its ops never reach the output
+    arch = "|avg_pool_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|skip_connect~1|none~2|"
+    model = search_spaces.get("nb201").build(arch, **BUILD)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    with pytest.warns(UserWarning, match="not used by the forward pass"):
+        ghn(model)
+    changed = {k for k, v in model.named_parameters() if not torch.equal(v, before[k])}
+    assert changed and len(changed) < len(before)  # live parameters predicted, dead ones left alone

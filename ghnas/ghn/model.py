@@ -375,7 +375,10 @@ def _check_model_params(model: nn.Module, graph: Graph, index: int) -> None:
     for node in graph.nodes:
         for name in node.params:
             predicted[name] = tuple(node.shape) if node.shape is not None else ()
-    missing = [n for n in params if n not in predicted]
+    # parameters the forward pass never reaches (e.g. ops behind NB201 `none` edges) cannot
+    # change the output; extract() already warned about them, so they are left as they are
+    unused = set(graph.unused_params)
+    missing = [n for n in params if n not in predicted and n not in unused]
     if missing:
         raise ValueError(f"model {index}: {len(missing)} parameter(s) are not predicted by any graph node: "
                          f"{missing[:10]}{' ...' if len(missing) > 10 else ''}")
