@@ -32,9 +32,9 @@ def archs():
 
 
 def test_batched_scores_equal_one_by_one(ghn, batch, archs):
-    proxy = GHNProxy(ghn=ghn, eval_batch=20, chunk=5)
+    proxy = GHNProxy(ghn=ghn, metric="acc_loss", eval_batch=20, chunk=5)
     together = score(archs, "nb201", proxy, data=batch, build_kwargs=BUILD, progress=False).scores
-    alone = [score([a], "nb201", GHNProxy(ghn=ghn, eval_batch=20, chunk=1), data=batch,
+    alone = [score([a], "nb201", GHNProxy(ghn=ghn, metric="acc_loss", eval_batch=20, chunk=1), data=batch,
                    build_kwargs=BUILD, progress=False).scores[0] for a in archs]
     assert together == pytest.approx(alone, abs=1e-6)
     assert all(0.0 <= s <= 1.0 for s in together)
