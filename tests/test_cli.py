@@ -267,13 +267,9 @@ def test_search_examples_quick(capsys, tmp_path, ghn_file, name):
     assert "best" in out and (tmp_path / "result.json").exists()
 
 
-def test_search_example_without_a_ghn_falls_back(capsys):
-    from ghnas.ghn import available_ghns
-
-    if "ghnas-nb201-cifar10" in available_ghns():
-        pytest.skip("a GHN is shipped for nb201 now")
-    assert _example("search_nb201").main(["--quick"]) == 0
-    assert "synflow" in capsys.readouterr().out
+def test_search_example_uses_the_shipped_ghn_by_default(capsys, tmp_path):
+    assert _example("search_nb201").main(["--quick", "--out", str(tmp_path)]) == 0
+    assert "ghn" in capsys.readouterr().out and (tmp_path / "result.json").exists()
 
 
 def test_correlation_example_quick(capsys, tmp_path, nb201_csv, ghn_file):
