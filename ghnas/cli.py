@@ -288,7 +288,10 @@ def cmd_correlate(args) -> int:
         kw = _build_kwargs_for(args, space, ref)
         if prox.needs_data and data is None:
             data = _proxy_data(args)
-        bs = args.batch_size or DEFAULT_BATCH.get(name, DEFAULT_BATCH_OTHER)
+        # an ensemble feeds one batch to all its members: give it the batch its GHN member
+        # would get alone, so the member's scores equal (and share a cache with) the GHN's
+        members = name[len("vote:"):].split(",") if name.startswith("vote:") else name.split("+")
+        bs = args.batch_size or max(DEFAULT_BATCH.get(m.strip(), DEFAULT_BATCH_OTHER) for m in members)
         if not args.quiet:
             print(f"scoring {len(archs)} architectures with {name} ...", file=sys.stderr)
         with _threads(args.threads or None, dev):
