@@ -22,6 +22,8 @@ import ghnas
 from ghnas.ghn import GHN2, decoder_key
 from ghnas.graph import Graph, Node
 
+from fixture_models import SmallCNN
+
 MODELS = ["small_cnn", "resnet18", "darts_c16_l8"]
 
 
@@ -91,25 +93,6 @@ def predict_fixture(parity_dir: Path, name: str):
 
 
 # ------------------------------------------------------------------ models
-class SmallCNN(nn.Module):
-    """The fixture's ``small_cnn`` (see the README)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 24, kernel_size=5, stride=1, padding=2, bias=True)
-        self.bn1 = nn.BatchNorm2d(24)
-        self.relu1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(24, 80, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(80)
-        self.relu2 = nn.ReLU(inplace=True)
-        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.gap = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(80, 10)
-        self.expected_input_sz = 32
-
-    def forward(self, x):
-        x = self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))))
-        return self.fc(torch.flatten(self.gap(self.pool(x)), 1))
 
 
 def build_model(name: str) -> nn.Module:
