@@ -21,12 +21,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:GHN-2 never saw the shape", "ign
                                         "ignore:.*not used by the forward pass", "ignore::DeprecationWarning")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,6 @@ from search_spaces.darts import (DARTS, DARTS_V1, DARTS_V2, OPS, PC_DARTS, PDART
                                  Genotype, named)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convs on a shared 2-core machine run ~100x faster on one thread (no
-    OpenMP contention); the previous setting is restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,6 @@ BAD_PARAMS_M_ROWS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convs on a shared 2-core machine run ~100x faster on one thread (no
-    OpenMP contention); the previous setting is restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

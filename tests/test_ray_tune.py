@@ -35,12 +35,6 @@ TINY = {"C": 4, "N": 1}
 SPACE = search_spaces.get("nb201")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

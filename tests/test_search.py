@@ -21,12 +21,6 @@ TINY = {"C": 4, "N": 1}
 pytestmark = pytest.mark.filterwarnings("ignore:GHN-2 never saw the shape")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
