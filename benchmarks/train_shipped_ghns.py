@@ -7,6 +7,13 @@ same command again after an interruption and it continues from its last checkpoi
     python benchmarks/train_shipped_ghns.py --space darts --data-root ../shared/data/cifar10
     python benchmarks/train_shipped_ghns.py --space nb201 --install   # copy into ghnas/assets
 
+On a GPU, ``--gpu`` uses the GPU recipe (GHN-2's meta-batch of 8 in both spaces, worker
+processes preparing graphs) and ``--budget-s`` sizes the run to a time budget: it times
+a few steps, then fixes ``steps`` (recorded in the run's config.json, so the run is
+reproducible with ``--steps``):
+
+    python benchmarks/train_shipped_ghns.py --space darts --gpu --device cuda --budget-s 400
+
 Training uses CIFAR-10's training images (minus a 5,000-image validation split, on which
 the learning curve is measured, with held-out architectures). Test images are never used
 here.
@@ -14,6 +21,7 @@ here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -36,9 +44,47 @@ CONFIGS = {
 }
 
 
-def config_for(space: str, data_root: str | None, device: str) -> MetaTrainConfig:
+# On a GPU: GHN-2's meta-batch in both spaces; graph extraction (CPU) runs in worker
+# processes so the GPU is not kept waiting. `steps` comes from --steps or --budget-s.
+GPU_CONFIGS = {
+    "nb201": dict(space="nb201", meta_batch=8, eval_archs=20, eval_images=500, workers=5),
+    "darts": dict(space="darts", meta_batch=8, eval_archs=20, eval_images=500, workers=6),
+}
+
+
+def config_for(space: str, data_root: str | None, device: str, gpu: bool = False,
+               steps: int | None = None, amp: bool = True) -> MetaTrainConfig:
+    kw = dict((GPU_CONFIGS if gpu else CONFIGS)[space], amp=amp)
+    if steps is not None:
+        kw["steps"] = steps
+    if gpu:
+        if "steps" not in kw:
+            raise SystemExit("the GPU recipe needs --steps or --budget-s")
+        kw["eval_every"] = max(50, kw["steps"] // 10)
     return MetaTrainConfig(data="cifar10", data_root=data_root, device=device,
-                           build_kwargs=dict(PROXY_BUILD_KWARGS[space]), **CONFIGS[space])
+                           build_kwargs=dict(PROXY_BUILD_KWARGS[space]), **kw)
+
+
+def steps_for_budget(cfg: MetaTrainConfig, budget_s: float, probe_steps: int = 40) -> int:
+    """Steps that fit in ``budget_s`` seconds, from a timed probe run (thrown away).
+
+    Leaves 15% of the budget for the periodic evaluations and checkpoints; rounds down
+    to a multiple of 50.
+    """
+    import tempfile
+    import time
+
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = dataclasses.replace(cfg, steps=probe_steps, eval_every=0, eval_archs=0, seed=cfg.seed + 1)
+        meta_train(tmp, probe, progress=False)  # warm-up: data cache, CUDA kernels, workers
+        t = time.perf_counter()
+        res = meta_train(Path(tmp) / "timed", probe, progress=False)
+        per_step = (time.perf_counter() - t) / res.step
+    steps = int(0.85 * budget_s / per_step) // 50 * 50
+    print(f"probe: {per_step * 1000:.0f} ms/step -> {steps} steps in {budget_s:.0f} s", flush=True)
+    if steps < 50:
+        raise SystemExit(f"a budget of {budget_s} s allows fewer than 50 steps ({per_step:.2f} s/step)")
+    return steps
 
 
 def install(space: str, run_dir: Path, command: str) -> Path:
@@ -62,15 +108,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-root", default=None, help="CIFAR-10 root (ImageFolder tree or torchvision files)")
     ap.add_argument("--out", default=None, help="run folder (default runs/ghn-<space>)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--gpu", action="store_true", help="the GPU recipe (GPU_CONFIGS)")
+    ap.add_argument("--no-amp", action="store_true", help="float32 on the GPU (no bfloat16 autocast)")
+    ap.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="choose the number of steps that fits this many seconds (timed probe)")
     ap.add_argument("--install", action="store_true", help="copy the finished run into ghnas/assets")
     args = ap.parse_args(argv)
     out = Path(args.out or REPO / "runs" / f"ghn-{args.space}")
     if args.install:
+        cfg = json.loads((out / "config.json").read_text())
         cmd = f"python benchmarks/train_shipped_ghns.py --space {args.space} --data-root <CIFAR-10>"
+        if cfg.get("workers"):  # trained with the GPU recipe
+            cmd += f" --gpu --device cuda --steps {cfg['steps']}" + ("" if cfg["amp"] else " --no-amp")
         print(install(args.space, out, cmd))
         return
-    cfg = config_for(args.space, args.data_root, args.device)
-    res = meta_train(out, cfg, resume=(out / "state.pt").exists())
+    resume = (out / "state.pt").exists()
+    steps = args.steps
+    if args.budget_s and not resume:
+        steps = steps_for_budget(config_for(args.space, args.data_root, args.device, args.gpu, 1000,
+                                            not args.no_amp), args.budget_s)
+    cfg = config_for(args.space, args.data_root, args.device, args.gpu, steps, not args.no_amp)
+    res = meta_train(out, cfg, resume=resume)
     print(json.dumps(res.evals[-1] if res.evals else {}, indent=1))
 
 

@@ -20,6 +20,7 @@ Example:
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -48,7 +49,7 @@ CURVE_FILE = "curve.png"
 
 # settings that may differ when a run is resumed: they change neither the model nor
 # the sequence of training steps already taken
-_RESUMABLE_CHANGES = {"steps", "eval_every", "ckpt_every", "device", "eval_archs_max_batch"}
+_RESUMABLE_CHANGES = {"steps", "eval_every", "ckpt_every", "device", "eval_archs_max_batch", "workers"}
 
 
 @dataclass
@@ -84,6 +85,10 @@ class MetaTrainConfig:
         seed: seeds everything.
         device: ``'cpu'``, ``'cuda'``, ... ; ``'auto'`` picks CUDA when present.
         amp: bfloat16 autocast on CUDA (ignored on CPU).
+        workers: processes that build the networks and graphs of upcoming steps while
+            the GHN trains (0: in the training loop). Worth it when a GPU does the
+            training and graph extraction on the CPU becomes the bottleneck; the steps
+            taken are the same for any value.
     """
 
     space: str = "nb201"
@@ -111,6 +116,7 @@ class MetaTrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    workers: int = 0
 
     def __post_init__(self) -> None:
         self.lr_drops = tuple(float(x) for x in self.lr_drops)
@@ -119,8 +125,8 @@ class MetaTrainConfig:
                      "ckpt_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_every < 0 or self.eval_archs < 0:
-            raise ValueError("eval_every and eval_archs must be >= 0")
+        if self.eval_every < 0 or self.eval_archs < 0 or self.workers < 0:
+            raise ValueError("eval_every, eval_archs and workers must be >= 0")
         if any(not 0 < d < 1 for d in self.lr_drops):
             raise ValueError(f"lr_drops are fractions of the run in (0, 1), got {self.lr_drops}")
 
@@ -243,6 +249,54 @@ class _ArchPool:
         return g
 
 
+class _StepInputs(torch.utils.data.Dataset):
+    """What step ``i`` trains on, apart from the GHN's weights: its architectures, their
+    (CPU) networks, their graphs prepared as one batch, and the seed of its image batch.
+
+    Indexed by step and drawn from generators seeded by ``(seed, step)``, so worker
+    processes (a torch ``DataLoader``) can prepare steps ahead of the training loop without
+    changing what any step sees, and a resumed run sees the same steps.
+    """
+
+    def __init__(self, pool: _ArchPool, cfg: MetaTrainConfig, shape_enc, num_classes: int):
+        self.pool, self.cfg, self.shape_enc, self.num_classes = pool, cfg, shape_enc, num_classes
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int):
+        from ghnas.ghn.batch import GraphBatch
+        from ghnas.ghn.model import check_num_classes
+
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, step])
+        image_seed = int(rng.integers(2**62))
+        archs = self.pool.sample(rng, cfg.meta_batch)
+        models = [self.pool.model(a, torch.device("cpu")) for a in archs]
+        graphs = [self.pool.graph(a, m) for a, m in zip(archs, models)]
+        check_num_classes(graphs, self.num_classes)
+        with warnings.catch_warnings():
+            # the GHN being trained learns these shapes' (mapped) embeddings: not worth a warning
+            warnings.filterwarnings("ignore", message="GHN-2 never saw the shape")
+            batch = GraphBatch(graphs, self.shape_enc, cfg.max_shape, cfg.ve_cutoff, "cpu")
+        return step, archs, image_seed, models, batch
+
+
+def _as_is(item):
+    return item
+
+
+def _step_inputs(data: _StepInputs, start: int, workers: int):
+    """Iterate over the inputs of steps ``start, start+1, ...`` (prefetched by ``workers``
+    processes when ``workers > 0``)."""
+    steps = range(start, len(data))
+    if workers == 0:
+        return (data[i] for i in steps)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=steps, num_workers=workers,
+                                         collate_fn=_as_is, prefetch_factor=4)
+    return iter(loader)
+
+
 def _logits(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     out = functional_call(model, params, (x,), strict=False)
     return out[0] if isinstance(out, (tuple, list)) else out
@@ -292,17 +346,20 @@ def meta_step(ghn, opt: torch.optim.Optimizer, models: Sequence[nn.Module], grap
               y: torch.Tensor, grad_clip: float = 5.0, amp: bool = False) -> tuple[float, float, float]:
     """One GHN update on one image batch for a meta-batch of networks.
 
-    Predicts the parameters of all ``models`` (whose graphs are ``graphs``) in one GHN
-    call, averages their cross-entropy on ``(x, y)``, clips the gradient norm and steps
-    ``opt``. Returns the loss, the accuracy over all networks and the gradient norm.
+    Predicts the parameters of all ``models`` (whose graphs are ``graphs``: a list of
+    graphs or a prepared ``GraphBatch``) in one GHN call, averages their cross-entropy on
+    ``(x, y)``, clips the gradient norm and steps ``opt``. Returns the loss, the accuracy
+    over all networks and the gradient norm.
     """
+    from ghnas.ghn.batch import GraphBatch
+
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        preds = ghn.predict(list(graphs))
-        losses, correct = [], 0
+        preds = ghn.predict(graphs if isinstance(graphs, GraphBatch) else list(graphs))
+        losses, correct = [], torch.zeros((), dtype=torch.long, device=x.device)
         for model, params in zip(models, preds):
             out = _logits(model, params, x)
             losses.append(F.cross_entropy(out.float(), y))
-            correct += int((out.argmax(1) == y).sum())
+            correct += (out.argmax(1) == y).sum()  # summed on the device: one sync per step
         loss = torch.stack(losses).mean()
     if not torch.isfinite(loss):
         raise FloatingPointError(f"meta-training loss became {loss.item()}")
@@ -310,7 +367,7 @@ def meta_step(ghn, opt: torch.optim.Optimizer, models: Sequence[nn.Module], grap
     loss.backward()
     gnorm = float(nn.utils.clip_grad_norm_(ghn.parameters(), grad_clip))
     opt.step()
-    return float(loss.detach()), correct / (len(models) * len(y)), gnorm
+    return float(loss.detach()), int(correct) / (len(models) * len(y)), gnorm
 
 
 def plot_curve(history: Sequence[dict], evals: Sequence[dict], path: Path, title: str = "") -> None:
@@ -409,7 +466,10 @@ def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None
     eval_data = eval_data.subset(min(cfg.eval_images, len(eval_data)), seed=cfg.seed).to(device)
 
     ghn = GHN2(max_shape=cfg.max_shape, num_classes=len(train_data.classes), hid=cfg.hid,
-               ve_cutoff=cfg.ve_cutoff).to(device)
+               ve_cutoff=cfg.ve_cutoff)
+    # graph batches are prepared on the CPU (maybe in workers) with a copy of the shape encoder
+    step_data = _StepInputs(pool, cfg, copy.deepcopy(ghn.shape_enc), ghn.num_classes)
+    ghn = ghn.to(device)
     opt = torch.optim.Adam(ghn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, history, evals, seconds = 0, [], [], 0.0
     best = -1.0
@@ -444,22 +504,19 @@ def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None
     ghn.train()
     t_last = time.perf_counter()
     try:
-        while step < cfg.steps:
+        for item_step, archs, image_seed, models, graphs in _step_inputs(step_data, step, cfg.workers):
+            assert item_step == step, (item_step, step)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
-            rng = np.random.default_rng([cfg.seed, step])
-            gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            archs = pool.sample(rng, cfg.meta_batch)
+            gen = torch.Generator().manual_seed(image_seed)
             idx = torch.randint(len(train_data), (cfg.batch_size,), generator=gen)
             x = train_data.images[idx.to(train_data.images.device)]
             if cfg.augment:
                 x = ghnas.data.random_crop_flip(x, generator=gen)
             x, y = train_data.normalize(x), train_data.labels[idx.to(train_data.labels.device)]
             x = x.contiguous(memory_format=torch.channels_last)  # ~2x faster pooling/dw convs on CPU
-            models = [pool.model(a, device) for a in archs]
+            models = [m.to(device) for m in models]
             _train_mode(models)
-            graphs = [pool.graph(a, m) for a, m in zip(archs, models)]
-
             try:
                 loss, acc, gnorm = meta_step(ghn, opt, models, graphs, x, y, cfg.grad_clip, amp)
             except FloatingPointError as e:

@@ -73,6 +73,31 @@ def test_resume_is_exact(tmp_path, monkeypatch):
     assert 0.0 <= hist["evals"][-1]["acc_mean"] <= 1.0
 
 
+def test_worker_processes_take_the_same_steps(tmp_path):
+    # networks and graphs prepared ahead in two worker processes: same steps, same GHN
+    cfg = MetaTrainConfig(steps=3, eval_every=0, **TINY)
+    inline = meta_train(tmp_path / "a", cfg, progress=False)
+    workers = meta_train(tmp_path / "b", cfg, progress=False, workers=2)
+    assert [h["loss"] for h in workers.history] == [h["loss"] for h in inline.history]
+    a, b = load_ghn(tmp_path / "a" / "ghn.pt"), load_ghn(tmp_path / "b" / "ghn.pt")
+    assert all(torch.equal(va, vb) for va, vb in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_bfloat16_autocast_step_runs():
+    # the mixed-precision path a GPU takes, exercised with CPU autocast
+    space = search_spaces.get("nb201")
+    arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    model = space.build(arch, C=4, N=1).train()
+    ghn = GHN2(hid=8, max_shape=(16, 16, 3, 3))
+    opt = torch.optim.Adam(ghn.parameters(), lr=1e-3)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    before = [p.detach().clone() for p in ghn.parameters()]
+    loss, acc, gnorm = meta_step(ghn, opt, [model], [extract(model)], x, y, amp=True)
+    assert np.isfinite(loss) and np.isfinite(gnorm) and 0.0 <= acc <= 1.0
+    assert all(p.dtype == torch.float32 for p in ghn.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, ghn.parameters()))
+
+
 def test_refuses_to_overwrite_or_resume_with_other_settings(tmp_path):
     meta_train(tmp_path, MetaTrainConfig(steps=1, eval_every=0, **TINY), progress=False)
     with pytest.raises(FileExistsError, match="resume"):
@@ -109,5 +134,7 @@ def test_config_validation():
         MetaTrainConfig(meta_batch=0)
     with pytest.raises(ValueError, match="lr_drops"):
         MetaTrainConfig(lr_drops=(1.5,))
+    with pytest.raises(ValueError, match="workers"):
+        MetaTrainConfig(workers=-1)
     with pytest.raises(ValueError, match="unknown meta-training settings"):
         MetaTrainConfig.from_dict({"stepz": 3})

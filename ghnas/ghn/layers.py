@@ -135,9 +135,11 @@ class ShapeEncoder(nn.Module):
         return x + emb
 
 
-def warn_unknown_shape(name: str, shape: Sequence[int], mapped: Sequence[int]) -> None:
-    warnings.warn(f"GHN-2 never saw the shape {tuple(shape)} of {name!r} in training; "
-                  f"the closest known shape {tuple(mapped)} is used instead", stacklevel=3)
+def warn_unknown_shape(shape: Sequence[int], mapped: Sequence[int]) -> None:
+    # the text names only the shapes (not the node), so Python's default filter shows
+    # each shape once instead of once per node and per GHN call
+    warnings.warn(f"GHN-2 never saw the shape {tuple(shape)} in training; the closest "
+                  f"known shape {tuple(mapped)} is used instead", stacklevel=3)
 
 
 # --------------------------------------------------------------------------- GNN
@@ -195,9 +197,12 @@ class GatedGNN(nn.Module):
         w0, b0, w2, b2 = self._message_weights()
         gw = (self.gru.weight_ih, self.gru.weight_hh, self.gru.bias_ih, self.gru.bias_hh)
         k = 2 if self.ve else 1
-        hx = x.clone()  # updated in place, generation by generation (autograd tracks it)
-        with cpu_threads(self.cpu_threads if x.device.type == "cpu" else None):
-            self._sweep(x, hx, sweeps, (w0, b0, w2, b2), gw, k)
+        hx = x.float().clone()  # updated in place, generation by generation (autograd tracks it)
+        # float32 even under autocast: the ops are tiny (nothing to gain from bfloat16), and the
+        # in-place updates need one dtype
+        with cpu_threads(self.cpu_threads if x.device.type == "cpu" else None), \
+                torch.autocast(x.device.type, enabled=False):
+            self._sweep(x.float(), hx, sweeps, (w0, b0, w2, b2), gw, k)
         return hx
 
     @staticmethod

@@ -223,14 +223,7 @@ class GHN2(nn.Module):
             return items.to(self.embed.weight.device)
         items = [items] if isinstance(items, (nn.Module, Graph)) else list(items)
         graphs = [self._graph_of(it, input_shape) for it in items]
-        for b, g in enumerate(graphs):
-            for node in g.nodes:
-                if node.role in (CLASSIFIER_WEIGHT, CLASSIFIER_BIAS) and node.shape is not None \
-                        and int(node.shape[0]) != self.num_classes:
-                    raise ValueError(
-                        f"the classifier of model {b} ({node.name!r}) has {int(node.shape[0])} outputs, "
-                        f"but this GHN predicts classifiers for {self.num_classes} classes; build the model "
-                        f"with num_classes={self.num_classes} or use a GHN trained for {int(node.shape[0])} classes")
+        check_num_classes(graphs, self.num_classes)
         return GraphBatch(graphs, self.shape_enc, self.max_shape, self.ve_cutoff, self.embed.weight.device)
 
     @staticmethod
@@ -335,6 +328,9 @@ class GHN2(nn.Module):
                 _check_model_params(it, batch.graphs[b], b)
         with cpu_threads(self.cpu_threads if self.embed.weight.device.type == "cpu" else None):
             out = self.decode(self.embed_nodes(batch), batch)
+        if any(v.dtype != torch.float32 for d in out for v in d.values()):
+            # under autocast: hand out float32 parameters, as a module's own would be
+            out = [{k: v.float() for k, v in d.items()} for d in out]
         for b, it in enumerate(models):
             if isinstance(it, nn.Module):  # the model's own parameter order
                 out[b] = {name: out[b][name] for name, _ in it.named_parameters()}
@@ -367,6 +363,19 @@ class GHN2(nn.Module):
                     m.track_running_stats = False
                     m.training = True
         return model
+
+
+def check_num_classes(graphs: Sequence[Graph], num_classes: int) -> None:
+    """Raise ``ValueError`` if a graph's classifier does not have ``num_classes`` outputs
+    (the decoder would otherwise tile its classifier rows into a wrong-sized layer)."""
+    for b, g in enumerate(graphs):
+        for node in g.nodes:
+            if node.role in (CLASSIFIER_WEIGHT, CLASSIFIER_BIAS) and node.shape is not None \
+                    and int(node.shape[0]) != num_classes:
+                raise ValueError(
+                    f"the classifier of model {b} ({node.name!r}) has {int(node.shape[0])} outputs, "
+                    f"but this GHN predicts classifiers for {num_classes} classes; build the model "
+                    f"with num_classes={num_classes} or use a GHN trained for {int(node.shape[0])} classes")
 
 
 def _check_model_params(model: nn.Module, graph: Graph, index: int) -> None:
