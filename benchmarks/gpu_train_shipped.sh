@@ -20,7 +20,7 @@ export GHNAS_CACHE=/tmp/ghnas_cache PYTHONUNBUFFERED=1
 python3 -c "import ghnas.data as d; print(d.load('cifar10', root='$data', split='train'))"
 run() {  # space, extra args; retried in float32 if the mixed-precision run fails before its first checkpoint
   local space=$1; shift
-  timeout $((budget + 110)) python3 benchmarks/train_shipped_ghns.py --space "$space" --gpu --device "${DEVICE:-cuda}" \
+  timeout $((budget + 70)) python3 benchmarks/train_shipped_ghns.py --space "$space" --gpu --device "${DEVICE:-cuda}" \
       --budget-s "$budget" --data-root "$data" --out "/tmp/runs/$space" "$@"
 }
 for space in nb201 darts; do

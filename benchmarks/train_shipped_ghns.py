@@ -65,23 +65,28 @@ def config_for(space: str, data_root: str | None, device: str, gpu: bool = False
                            build_kwargs=dict(PROXY_BUILD_KWARGS[space]), **kw)
 
 
-def steps_for_budget(cfg: MetaTrainConfig, budget_s: float, probe_steps: int = 40) -> int:
-    """Steps that fit in ``budget_s`` seconds, from a timed probe run (thrown away).
+def steps_for_budget(cfg: MetaTrainConfig, budget_s: float, probe_steps: tuple[int, int] = (20, 60)) -> int:
+    """Steps that fit in ``budget_s`` seconds, timed with two probe runs (thrown away).
 
-    Leaves 15% of the budget for the periodic evaluations and checkpoints; rounds down
+    The time per step is the difference of a short and a longer probe divided by their
+    difference in steps, so start-up costs (data, CUDA, worker processes) cancel out.
+    The probes count against the budget; 15% of the rest is left for the periodic evaluations and checkpoints; rounds down
     to a multiple of 50.
     """
     import tempfile
     import time
 
+    times = []
     with tempfile.TemporaryDirectory() as tmp:
-        probe = dataclasses.replace(cfg, steps=probe_steps, eval_every=0, eval_archs=0, seed=cfg.seed + 1)
-        meta_train(tmp, probe, progress=False)  # warm-up: data cache, CUDA kernels, workers
-        t = time.perf_counter()
-        res = meta_train(Path(tmp) / "timed", probe, progress=False)
-        per_step = (time.perf_counter() - t) / res.step
-    steps = int(0.85 * budget_s / per_step) // 50 * 50
-    print(f"probe: {per_step * 1000:.0f} ms/step -> {steps} steps in {budget_s:.0f} s", flush=True)
+        for n in probe_steps:
+            probe = dataclasses.replace(cfg, steps=n, eval_every=0, eval_archs=0, seed=cfg.seed + 1)
+            t = time.perf_counter()
+            meta_train(Path(tmp) / str(n), probe, progress=False)
+            times.append(time.perf_counter() - t)
+    per_step = max(times[1] - times[0], 1e-3) / (probe_steps[1] - probe_steps[0])
+    steps = int(0.85 * (budget_s - sum(times)) / per_step) // 50 * 50
+    print(f"probe: {per_step * 1000:.0f} ms/step (runs of {probe_steps} steps took "
+          f"{times[0]:.1f} s, {times[1]:.1f} s) -> {steps} steps in {budget_s:.0f} s", flush=True)
     if steps < 50:
         raise SystemExit(f"a budget of {budget_s} s allows fewer than 50 steps ({per_step:.2f} s/step)")
     return steps

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import time
 import warnings
 from collections import OrderedDict
@@ -279,7 +280,12 @@ class _StepInputs(torch.utils.data.Dataset):
             # the GHN being trained learns these shapes' (mapped) embeddings: not worth a warning
             warnings.filterwarnings("ignore", message="GHN-2 never saw the shape")
             batch = GraphBatch(graphs, self.shape_enc, cfg.max_shape, cfg.ve_cutoff, "cpu")
-        return step, archs, image_seed, models, batch
+        item = step, archs, image_seed, models, batch
+        if torch.utils.data.get_worker_info() is not None:
+            # one plain byte string per step: torch's shared-memory passing would open a file
+            # descriptor per tensor (hundreds per step), exhausting the process's limit
+            return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+        return item
 
 
 def _as_is(item):
@@ -294,7 +300,7 @@ def _step_inputs(data: _StepInputs, start: int, workers: int):
         return (data[i] for i in steps)
     loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=steps, num_workers=workers,
                                          collate_fn=_as_is, prefetch_factor=4)
-    return iter(loader)
+    return (pickle.loads(item) for item in loader)
 
 
 def _logits(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
