@@ -273,12 +273,16 @@ def test_predicted_params_drive_functional_call_like_copied_params():
         torch.testing.assert_close(net(x), out_f)
 
 
-def test_unknown_shape_warns_once_per_graph():
+def test_unknown_shape_warns_once_per_shape(monkeypatch):
+    from ghnas.ghn import layers
+
+    monkeypatch.setattr(layers, "_WARNED_SHAPES", set())
     ghn = small_ghn()
     g = chain_graph(widths=(5, 16))  # 5 channels were never seen in training
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        ghn.prepare([g])
+        ghn.prepare([g, g])
+        ghn.prepare([g])  # the same shape again: no second warning
     msgs = [str(w.message) for w in rec if "never saw the shape" in str(w.message)]
     assert len(msgs) == 1 and "(5, 3, 3, 3)" in msgs[0] and "(8, 3, 3, 3)" in msgs[0]
 

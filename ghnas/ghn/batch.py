@@ -203,7 +203,7 @@ class GraphBatch:
                 types.append(type_id)
                 shape_rows.append(rows)
                 if not known and not warned:
-                    warn_unknown_shape(shape, shape_enc.describe(rows))  # once per graph
+                    warn_unknown_shape(shape, shape_enc.describe(rows))  # at most once per graph and shape
                     warned = True
                 if key is None:
                     continue

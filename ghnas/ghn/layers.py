@@ -135,9 +135,17 @@ class ShapeEncoder(nn.Module):
         return x + emb
 
 
+_WARNED_SHAPES: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()
+
+
 def warn_unknown_shape(shape: Sequence[int], mapped: Sequence[int]) -> None:
-    # the text names only the shapes (not the node), so Python's default filter shows
-    # each shape once instead of once per node and per GHN call
+    """Warn once per process and shape that a shape is mapped to the nearest known one
+    (Python's own once-per-location filter is reset whenever any code changes the
+    warning filters, so it would repeat on every GHN call)."""
+    key = (tuple(int(v) for v in shape), tuple(int(v) for v in mapped))
+    if key in _WARNED_SHAPES:
+        return
+    _WARNED_SHAPES.add(key)
     warnings.warn(f"GHN-2 never saw the shape {tuple(shape)} in training; the closest "
                   f"known shape {tuple(mapped)} is used instead", stacklevel=3)
 

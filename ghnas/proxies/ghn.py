@@ -105,8 +105,6 @@ class GHNProxy(Proxy):
             # dead ops of a cell (e.g. behind NB201 `none` edges) never reach the output:
             # they get no graph node and no prediction, and cannot change the score
             warnings.filterwarnings("ignore", message=".*not used by the forward pass.*")
-            # said once per process, not once per GHN call
-            warnings.filterwarnings("once", message=".*never saw the shape.*")
             return self._score_chunks(ghn, archs, space, batches, build_kwargs, seed, device, callback)
 
     def _score_chunks(self, ghn, archs, space, batches, build_kwargs, seed, device, callback) -> list[float]:
