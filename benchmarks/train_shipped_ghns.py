@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ghnas.metatrain import MetaTrainConfig, meta_train  # noqa: E402
+from ghnas.metatrain import MetaTrainConfig, meta_train, plot_curve  # noqa: E402
 from ghnas.search import PROXY_BUILD_KWARGS  # noqa: E402
 
 # GHN-2's recipe (meta-batch 8, Adam 1e-3, wd 1e-5, clip 5, image batch 64, lr drops late),
@@ -93,7 +93,8 @@ def steps_for_budget(cfg: MetaTrainConfig, budget_s: float, probe_steps: tuple[i
 
 
 def install(space: str, run_dir: Path, command: str) -> Path:
-    """Copy the run's best GHN into ghnas/assets with a sidecar JSON describing it."""
+    """Copy the run's best GHN into ghnas/assets with a sidecar JSON describing it, and
+    draw the run's learning curve into benchmarks/results/ghn_<space>_curve.png."""
     name = f"ghnas-{space}-cifar10"
     hist = json.loads((run_dir / "history.json").read_text())
     cfg = json.loads((run_dir / "config.json").read_text())
@@ -104,6 +105,10 @@ def install(space: str, run_dir: Path, command: str) -> Path:
             "command": command, "steps_trained": hist["history"][-1]["step"],
             "best_eval": best, "evals": hist["evals"]}
     (dst.with_suffix(".json")).write_text(json.dumps(meta, indent=1) + "\n")
+    curve = REPO / "benchmarks" / "results" / f"ghn_{space}_curve.png"
+    plot_curve(hist["history"], hist["evals"], curve,
+               f"GHN-2 on {space}: held-out architectures, validation images")
+    print(curve)
     return dst
 
 

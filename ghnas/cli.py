@@ -136,12 +136,13 @@ def _make_proxy(name: str, space, ghn: str | None, device):
     """A proxy instance; for 'ghn' the GHN is loaded once (clear error if there is none)."""
     from .proxies import get_proxy
 
-    if name == "ghn":
-        from .proxies.ghn import GHNProxy
+    from .proxies.ghn import GHN_PROXIES
+
+    if name in GHN_PROXIES:
         from .search import _load_search_ghn
 
         net, ref = _load_search_ghn(ghn, space.name, device)
-        return GHNProxy(ghn=net), ref
+        return get_proxy(name, ghn=net), ref
     return get_proxy(name), None
 
 
@@ -284,7 +285,7 @@ def cmd_correlate(args) -> int:
     from .search import DEFAULT_BATCH, DEFAULT_BATCH_OTHER, _threads
 
     for name in proxies:
-        prox, ref = _make_proxy(name, space, args.ghn, dev) if name == "ghn" else _make_proxy(name, space, None, dev)
+        prox, ref = _make_proxy(name, space, args.ghn, dev)
         kw = _build_kwargs_for(args, space, ref)
         if prox.needs_data and data is None:
             data = _proxy_data(args)

@@ -938,23 +938,9 @@ def _feeds(i: int, names: list[str], consumers: list[list[int]], bases: set[str]
     return False
 
 
-def _toposort(n: int, succ: list[set[int]], pred: list[set[int]], key: list[tuple]) -> list[int] | None:
-    """Kahn's algorithm, taking the ready node with the smallest key (forward-pass order)."""
-    indeg = [len(pred[v]) for v in range(n)]
-    heap = [(key[v], v) for v in range(n) if indeg[v] == 0]
-    heapq.heapify(heap)
-    out = []
-    while heap:
-        _, v = heapq.heappop(heap)
-        out.append(v)
-        for w in succ[v]:
-            indeg[w] -= 1
-            if indeg[w] == 0:
-                heapq.heappush(heap, (key[w], w))
-    return out if len(out) == n else None
-
-
-def _toposort_subset(vs: list[int], succ: dict, pred: dict, key: list[tuple]) -> list[int]:
+def _kahn(vs, succ, pred, key: list[tuple]) -> list[int]:
+    """Kahn's algorithm over nodes ``vs``, taking the ready node with the smallest key
+    (forward-pass order); shorter than ``vs`` when the nodes hold a cycle."""
     indeg = {v: len(pred[v]) for v in vs}
     heap = [(key[v], v) for v in vs if indeg[v] == 0]
     heapq.heapify(heap)
@@ -966,6 +952,17 @@ def _toposort_subset(vs: list[int], succ: dict, pred: dict, key: list[tuple]) ->
             indeg[w] -= 1
             if indeg[w] == 0:
                 heapq.heappush(heap, (key[w], w))
+    return out
+
+
+def _toposort(n: int, succ: list[set[int]], pred: list[set[int]], key: list[tuple]) -> list[int] | None:
+    """Topological order of nodes ``0..n-1``, or ``None`` if the graph has a cycle."""
+    out = _kahn(range(n), succ, pred, key)
+    return out if len(out) == n else None
+
+
+def _toposort_subset(vs: list[int], succ: dict, pred: dict, key: list[tuple]) -> list[int]:
+    out = _kahn(vs, succ, pred, key)
     assert len(out) == len(vs), "graph became cyclic while removing ops"
     return out
 

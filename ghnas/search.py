@@ -83,7 +83,7 @@ STRATEGIES: tuple[str, ...] = ("random", "evolution", "tpe")
 #: images in the proxy's data batch when ``batch_size`` is not given: the GHN proxy
 #: evaluates predicted networks on two batch-norm batches of 100 images; the baselines
 #: use the batch size of their reference implementations
-DEFAULT_BATCH = {"ghn": 200}
+DEFAULT_BATCH = {"ghn": 200, "ghn_acc": 200}
 DEFAULT_BATCH_OTHER = 64
 
 #: validation images used to measure the networks trained with ``train_top_k``

@@ -58,6 +58,14 @@ def test_metrics_are_accuracy_and_loss(ghn, batch, archs):
                 assert both[i] > both[j]
 
 
+def test_ghn_acc_is_the_accuracy_metric_by_name(ghn, batch, archs):
+    by_name = score(archs, "nb201", get_proxy("ghn_acc", ghn=ghn, eval_batch=20), data=batch,
+                    build_kwargs=BUILD, progress=False)
+    explicit = score(archs, "nb201", GHNProxy(ghn=ghn, metric="acc", eval_batch=20), data=batch,
+                     build_kwargs=BUILD, progress=False)
+    assert by_name.scores == explicit.scores and by_name.proxy == "ghn_acc"
+
+
 def test_score_on_a_model_matches_manual_evaluation(ghn, batch):
     arch = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
     model = search_spaces.get("nb201").build(arch, **BUILD)

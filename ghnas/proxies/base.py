@@ -133,7 +133,7 @@ class Proxy(abc.ABC):
 _REGISTRY: dict[str, Callable[..., Proxy]] = {}
 # proxies defined in modules that are imported only when asked for (they may need
 # extra files, like a GHN checkpoint); the module registers itself on import
-_LAZY: dict[str, str] = {"ghn": "ghnas.proxies.ghn"}
+_LAZY: dict[str, str] = {"ghn": "ghnas.proxies.ghn", "ghn_acc": "ghnas.proxies.ghn"}
 
 
 def register_proxy(name: str, cls: Callable[..., Proxy] | None = None, *, overwrite: bool = False):

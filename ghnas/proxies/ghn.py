@@ -162,6 +162,19 @@ class GHNProxy(Proxy):
         return acc - min(loss, 1e3) / (1e3 * n + 1)
 
 
+
+@register_proxy("ghn_acc")
+class GHNAccuracyProxy(GHNProxy):
+    """The GHN proxy scored by the accuracy of the predicted networks (GHN-2's own
+    measure of predicted parameters) instead of their loss; same arguments otherwise."""
+
+    def __init__(self, ghn: Any = None, eval_batch: int = 100, chunk: int = 16):
+        super().__init__(ghn, metric="acc", eval_batch=eval_batch, chunk=chunk)
+
+
+#: registered names of GHN proxies (the CLI loads their GHN once, honouring ``--ghn``)
+GHN_PROXIES = ("ghn", "ghn_acc")
+
 def _state_digest(module: nn.Module) -> str:
     h = hashlib.sha256()
     for k, v in module.state_dict().items():
