@@ -73,6 +73,7 @@ import torch
 from torch import nn
 
 from .base import InvalidArchitecture, RNGLike, SearchSpace, as_rng
+from .ops import ReLUConvBN
 
 __all__ = ["OPS", "Genotype", "DartsSpace", "named", "build_network", "NetworkCIFAR",
            "Cell", "DARTS_V1", "DARTS_V2", "DARTS", "PC_DARTS", "PDARTS"]
@@ -372,21 +373,6 @@ class DartsSpace(SearchSpace):
 
 
 # ===================================================================== network
-class ReLUConvBN(nn.Module):
-    """ReLU -> Conv (no bias) -> BN as ``op.0..2``."""
-
-    def __init__(self, C_in: int, C_out: int, kernel_size: int = 1, stride: int = 1, padding: int = 0):
-        super().__init__()
-        self.op = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(C_out),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
-
-
 class SepConv(nn.Module):
     """Two stacked ReLU -> depthwise kxk -> 1x1 -> BN blocks (stride on the first only)."""
 

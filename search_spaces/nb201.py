@@ -58,6 +58,7 @@ import torch
 from torch import nn
 
 from .base import InvalidArchitecture, RNGLike, SearchSpace, as_rng
+from .ops import ReLUConvBN
 
 __all__ = ["OPS", "EDGES", "NB201Space", "build_network", "TinyNetwork", "InferCell",
            "ResNetBasicBlock", "ReLUConvBN"]
@@ -228,21 +229,6 @@ class NB201Space(SearchSpace):
 
 
 # ===================================================================== network
-class ReLUConvBN(nn.Module):
-    """ReLU -> Conv2d (no bias) -> BatchNorm2d, as ``op.0``, ``op.1``, ``op.2``."""
-
-    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int):
-        super().__init__()
-        self.op = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(C_out),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
-
-
 class _None(nn.Module):
     """Placeholder for a ``none`` edge; the cell skips it (the edge contributes zero)."""
 
