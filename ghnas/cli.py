@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -317,6 +318,26 @@ def cmd_correlate(args) -> int:
     return 0
 
 
+def _metatrain_docs() -> dict[str, str]:
+    """Per-field help from the ``Attributes:`` section of MetaTrainConfig's docstring."""
+    from .metatrain import MetaTrainConfig
+
+    text = (MetaTrainConfig.__doc__ or "").split("Attributes:", 1)[-1]
+    docs: dict[str, str] = {}
+    names: list[str] = []
+    for line in text.splitlines():
+        head, sep, rest = line.strip().partition(": ")
+        if sep and len(line) - len(line.lstrip()) == 8 and all(n.strip().isidentifier() for n in head.split(",")):
+            names = [n.strip() for n in head.split(",")]
+            for n in names:
+                docs[n] = rest.strip()
+        elif line.strip() and names:
+            for n in names:
+                docs[n] += " " + line.strip()
+    # plain text for a terminal: ``x`` and :func:`x` become x
+    return {k: re.sub(r"(?::\w+:)?`+([^`]+)`+", r"\1", v) for k, v in docs.items()}
+
+
 def _metatrain_fields():
     from .metatrain import MetaTrainConfig
 
@@ -468,26 +489,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--build", action="append", metavar="KEY=VALUE", help="network size, e.g. --build C=8,N=1")
     p.add_argument("--quiet", "-q", action="store_true")
+    docs = _metatrain_docs()
     for f in _metatrain_fields():
         if f.name == "build_kwargs":
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         kind = type(default)
+        doc = docs.get(f.name, "").replace("%", "%%")
         if kind is bool:
             p.add_argument(flag, dest=f"mt_{f.name}", action=argparse.BooleanOptionalAction, default=None,
-                           help=f"(default {default})")
+                           help=f"{doc} (default {default})")
         elif kind is tuple:
             elem = float if f.name == "lr_drops" else int
             p.add_argument(flag, dest=f"mt_{f.name}", default=None, metavar="A,B,...",
                            type=lambda s, e=elem: tuple(e(x) for x in s.split(",") if x.strip()),
-                           help=f"comma-separated (default {','.join(map(str, default))})")
+                           help=f"{doc} (comma-separated; default {','.join(map(str, default))})")
         elif kind in (int, float):
             p.add_argument(flag, dest=f"mt_{f.name}", type=kind, default=None, metavar=f.name.upper(),
-                           help=f"(default {default})")
+                           help=f"{doc} (default {default})")
         else:
             p.add_argument(flag, dest=f"mt_{f.name}", default=None, metavar=f.name.upper(),
-                           help=f"(default {default})")
+                           help=f"{doc} (default {default})")
     p.set_defaults(func=cmd_meta_train)
 
     # archset

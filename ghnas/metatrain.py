@@ -74,6 +74,7 @@ class MetaTrainConfig:
         lr, weight_decay: Adam settings.
         lr_drops: fractions of ``steps`` at which the learning rate is multiplied by
             ``gamma`` (GHN-2 drops at epochs 200 and 250 of 300).
+        gamma: learning-rate factor of each drop.
         grad_clip: gradient-norm clipping threshold.
         hid, max_shape, ve_cutoff: GHN-2 size (hidden units, decoder output shape,
             virtual-edge cutoff).

@@ -271,3 +271,16 @@ def test_correlation_example_quick(capsys, tmp_path, nb201_csv, ghn_file):
     assert _example("correlation_nb201").main(argv) == 0
     out = capsys.readouterr().out
     assert "Kendall" in out and "ghn" in out and (tmp_path / "scatter.png").exists()
+
+
+def test_every_meta_train_option_has_help_from_the_config_docstring():
+    import dataclasses
+
+    from ghnas.cli import _metatrain_docs
+    from ghnas.metatrain import MetaTrainConfig
+
+    docs = _metatrain_docs()
+    fields = {f.name for f in dataclasses.fields(MetaTrainConfig)}
+    missing = sorted(n for n in fields if not docs.get(n))
+    assert not missing, f"MetaTrainConfig fields without an Attributes entry: {missing}"
+    assert "``" not in docs["data"] and "ghnas.data.load" in docs["data"]
