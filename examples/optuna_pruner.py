@@ -33,7 +33,7 @@ import optuna
 import torch
 
 import search_spaces
-from ghnas.data import ImageData, load
+from ghnas.data import train_val
 from ghnas.integrations import default_build_kwargs, warm_start
 from ghnas.integrations.optuna import SCORE_ATTR, GHNProxyPruner, suggest_architecture
 from ghnas.train import evaluate, train
@@ -67,26 +67,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def split_data(args) -> tuple[ImageData, ImageData]:
-    if args.data == "sample":
-        # 1,000 CIFAR-10 test images: the first part trains, the rest validates
-        full = load("sample", seed=0)
-        n_train = min(args.train_images, len(full) - 100)
-        n_val = min(args.val_images, len(full) - n_train)
-        return ImageData(full.images[:n_train], full.labels[:n_train], full.classes), \
-            ImageData(full.images[n_train:n_train + n_val], full.labels[n_train:n_train + n_val], full.classes)
-    tr = load("cifar10", root=args.root, split="train")
-    va = load("cifar10", root=args.root, split="val")
-    return tr.subset(min(args.train_images, len(tr))), va.subset(min(args.val_images, len(va)))
-
-
 def main(argv=None) -> optuna.Study:
     args = parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = search_spaces.get(args.space)
     build = default_build_kwargs(space.name)
     ghn = args.ghn or f"ghnas-{space.name}-cifar10"
-    train_data, val_data = split_data(args)
+    train_data, val_data = train_val(args.data, args.root, args.train_images, args.val_images)
 
     pruner = GHNProxyPruner(space, ghn=ghn, quantile=args.quantile, reference=args.reference,
                             build_kwargs=build, batch_size=args.proxy_images, cache=args.cache)

@@ -35,7 +35,7 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 import search_spaces  # noqa: E402
-from ghnas.data import ImageData, load  # noqa: E402
+from ghnas.data import train_val  # noqa: E402
 from ghnas.integrations import ProxyScorer, default_build_kwargs, resolve_ghn  # noqa: E402
 from ghnas.integrations.ray_tune import GHNSearcher, ProxyStopper, warm_start  # noqa: E402
 from ghnas.train import evaluate, train  # noqa: E402
@@ -68,18 +68,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def split_data(args) -> tuple[ImageData, ImageData]:
-    if args.data == "sample":
-        full = load("sample", seed=0)
-        n_train = min(args.train_images, len(full) - 100)
-        n_val = min(args.val_images, len(full) - n_train)
-        return ImageData(full.images[:n_train], full.labels[:n_train], full.classes), \
-            ImageData(full.images[n_train:n_train + n_val], full.labels[n_train:n_train + n_val], full.classes)
-    tr = load("cifar10", root=args.root, split="train")
-    va = load("cifar10", root=args.root, split="val")
-    return tr.subset(min(args.train_images, len(tr))), va.subset(min(args.val_images, len(va)))
-
-
 def trainable(config, ghn=None, space="nb201", build_kwargs=None, train_data=None, val_data=None,
               steps=100, batch_size=64):
     """One trial: build ``config['arch']``, warm-start it from the GHN, fine-tune, report."""
@@ -105,7 +93,7 @@ def main(argv=None):
     ghn_ref = args.ghn or f"ghnas-{space.name}-cifar10"
     ghn = resolve_ghn(ghn_ref)  # loaded once here, shipped to the trials by with_parameters
     build = default_build_kwargs(space.name, ghn_ref)
-    train_data, val_data = split_data(args)
+    train_data, val_data = train_val(args.data, args.root, args.train_images, args.val_images)
     scorer = ProxyScorer(space, ghn=ghn, build_kwargs=build, batch_size=args.proxy_images, device="cpu")
 
     param_space = {"lr": tune.loguniform(1e-3, 0.3)}

@@ -59,6 +59,7 @@ __all__ = [
     "default_root",
     "load",
     "random_crop_flip",
+    "train_val",
 ]
 
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
@@ -336,6 +337,32 @@ def load(name: str = "cifar10", root: str | os.PathLike | None = None, split: st
         return _load_from_tree(path, split, val_size, seed, cache, image_size, f"imagefolder:{path}")
 
     raise ValueError(f"unknown dataset name {name!r}; valid names: {', '.join(NAMES)}")
+
+
+def train_val(name: str = "cifar10", root: str | os.PathLike | None = None, n_train: int = 5000,
+              n_val: int = 500, seed: int = 0) -> tuple[ImageData, ImageData]:
+    """A training set and a disjoint validation set of at most ``n_train`` / ``n_val`` images.
+
+    For ``'cifar10'`` and ``'imagefolder:PATH'`` they are class-balanced subsets of the
+    ``train`` and ``val`` splits (see :func:`load`). The shipped ``'sample'`` holds only
+    1,000 test images: its first part trains and the rest validates (at least 100 images
+    are kept for validation), which is for demos and smoke tests, not for results.
+
+    Example:
+        >>> tr, va = train_val("sample", n_train=600, n_val=300)
+        >>> len(tr), len(va)
+        (600, 300)
+    """
+    if n_train < 1 or n_val < 1:
+        raise ValueError(f"n_train and n_val must be >= 1, got {n_train} and {n_val}")
+    if name == "sample":
+        full = load("sample", seed=seed)
+        a = min(n_train, len(full) - 100)
+        b = min(a + n_val, len(full))
+        return full._take(torch.arange(a)), full._take(torch.arange(a, b))
+    tr = load(name, root=root, split="train", seed=seed)
+    va = load(name, root=root, split="val", seed=seed)
+    return tr.subset(min(n_train, len(tr)), seed=seed), va.subset(min(n_val, len(va)), seed=seed)
 
 
 def default_root() -> Path:

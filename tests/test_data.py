@@ -407,3 +407,14 @@ def test_shared_cifar10_train_val(cifar10_root):
     assert val.labels.bincount().tolist() == [500] * 10
     mean = train.images[:10_000].float().div(255).mean((0, 2, 3))
     assert torch.allclose(mean, torch.tensor([0.4913, 0.4821, 0.4465]), atol=0.01)
+
+
+def test_train_val_on_the_sample_is_disjoint_and_sized():
+    from ghnas.data import train_val
+
+    tr, va = train_val("sample", n_train=950, n_val=500)
+    assert (len(tr), len(va)) == (900, 100)  # at least 100 images are kept for validation
+    both = torch.cat([tr.images, va.images]).flatten(1)
+    assert len(torch.unique(both, dim=0)) == len(both)
+    with pytest.raises(ValueError, match="n_train"):
+        train_val("sample", n_train=0)
