@@ -22,8 +22,12 @@ one forward pass, following the rules of the GHN-2 reference code (ppuda,
 Where ppuda's rules depend on its node order or only work for its own modules, the
 rules here are structural, which changes nothing for the models ppuda supports:
 
-* ``cse`` is a multiplication that reads a ``Hard*`` activation (ppuda: the node two
-  places earlier in its order is one); ``msa`` is a fused attention op, or the matmul
+* ``cse`` is a multiplication that reads a ``Hard*`` activation through exactly one
+  reshape, as in ppuda's own squeeze-and-excitation op, ``x * hardswish(fc(..)).view(..)``
+  (ppuda: the node two places earlier in its order is a ``Hard*`` one). A product that
+  reads the activation directly, like torchvision's ``SqueezeExcitation`` in
+  MobileNetV3, is not a ``cse`` node in ppuda's graphs, so it is dropped here too;
+  ``msa`` is a fused attention op, or the matmul
   that reads a softmax (ppuda: a ``Clone`` eleven places after a softmax), so
   torchvision's ``MultiheadAttention`` / ViT work (ppuda refuses torchvision's ViT);
   learned embeddings such as ViT's class token and positional encoding are
@@ -774,8 +778,8 @@ def _build(root: Any, leaves: dict, shape: tuple[int, ...]) -> Graph:
             # AdaptiveAvgPool2d(1) is recorded as a mean with keepdim; other means are dropped
             op = "glob_avg" if getattr(fns[i], "_saved_keepdim", False) is True else None
         elif base == "Mul":
-            # GHN-2's cse: x * hardsigmoid(...) (squeeze-and-excitation with hard gating)
-            op = "cse" if _reads(i, names, ins, ("Hard",)) else None
+            # GHN-2's cse: x * hardswish(...).view(...) (ppuda's squeeze-and-excitation)
+            op = "cse" if _reads_reshaped(i, names, ins, ("Hard",)) else None
         elif base.startswith("ScaledDotProduct") or "MultiHeadAttention" in base:
             op = "msa"
         elif base in _MATMUL_OPS:
@@ -918,6 +922,14 @@ def _reads(i: int, names: list[str], ins: list[list[int]], prefixes: tuple[str, 
         if _base(names[j]) in _PASS_THROUGH:
             stack.extend(ins[j])
     return False
+
+
+def _reads_reshaped(i: int, names: list[str], ins: list[list[int]], prefixes: tuple[str, ...]) -> bool:
+    """Does fn ``i`` read, through exactly one data-movement op, an op whose name starts
+    with a prefix? (ppuda's cse test looks two places back in its node order, which holds
+    for ``hardswish -> view -> mul`` but not for a direct ``hardsigmoid -> mul``.)"""
+    return any(_base(names[j]) in _PASS_THROUGH and any(names[k].startswith(prefixes) for k in ins[j])
+               for j in ins[i])
 
 
 def _feeds(i: int, names: list[str], consumers: list[list[int]], bases: set[str]) -> bool:

@@ -5,6 +5,10 @@ ppuda's format and, for three target models, ppuda's graphs, node embeddings,
 statistics of every predicted tensor and the logits of the predicted networks.
 Tolerances are the README's: values |a-b| <= 1e-5 + 1e-4|b|; mean/std/abs_sum/l2
 relative 1e-4 (mean also absolute 1e-6); logits |a-b| <= 1e-4 + 1e-4|b|.
+
+The same checks run on more torchvision models (tests/fixtures/ghn2_parity_extra, made by
+benchmarks/make_parity_fixtures.py with the reference code; see its README). Those JSON
+files live in the repository, but the checkpoint they were made with stays in ../shared.
 """
 from __future__ import annotations
 
@@ -24,7 +28,10 @@ from ghnas.graph import Graph, Node
 
 from fixture_models import SmallCNN
 
-MODELS = ["small_cnn", "resnet18", "darts_c16_l8"]
+PUBLIC_MODELS = ["small_cnn", "resnet18", "darts_c16_l8"]
+EXTRA_DIR = Path(__file__).parent / "fixtures" / "ghn2_parity_extra"
+EXTRA_MODELS = sorted(p.stem for p in EXTRA_DIR.glob("*.json"))  # torchvision models
+MODELS = PUBLIC_MODELS + EXTRA_MODELS
 
 
 # ------------------------------------------------------------------ fixture helpers
@@ -34,7 +41,9 @@ def _json(path: str) -> dict:
 
 
 def fixture(parity_dir: Path, name: str) -> dict:
-    return _json(str(parity_dir / f"{name}.json"))
+    """The reference JSON of ``name``: the shared set, or the extra (in-repo) set."""
+    folder = EXTRA_DIR if name in EXTRA_MODELS else parity_dir
+    return _json(str(folder / f"{name}.json"))
 
 
 @lru_cache(maxsize=None)
@@ -109,6 +118,11 @@ def build_model(name: str) -> nn.Module:
         space = search_spaces.get("darts")
         from search_spaces.darts import DARTS_V2
         return space.build(DARTS_V2, C=16, layers=8, num_classes=10)
+    if name in EXTRA_MODELS:  # torchvision, adjusted to 32x32 by ghnas (the reference used ppuda's adjust_net)
+        import torchvision
+
+        from ghnas.nets import adjust_net
+        return adjust_net(getattr(torchvision.models, name)(num_classes=10))
     raise KeyError(name)
 
 
@@ -137,6 +151,11 @@ def check_logits(model: nn.Module, d: dict) -> None:
 
 
 # ------------------------------------------------------------------ checkpoint
+def test_extra_fixtures_are_present():
+    # guards the parametrisation: the extra set comes from a glob of EXTRA_DIR
+    assert {"mobilenet_v2", "resnet50", "vgg11_bn", "mnasnet0_5", "mobilenet_v3_small"} <= set(EXTRA_MODELS)
+
+
 def test_checkpoint_loads_strictly_and_matches_summary(parity_dir):
     summary = _json(str(parity_dir / "summary.json"))
     ghn = ghn_of(parity_dir)
