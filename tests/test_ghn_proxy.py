@@ -89,6 +89,22 @@ def test_checkpoint_path_and_cache_key(ghn, batch, archs, tmp_path):
     assert GHNProxy(ghn=ghn).settings()["ghn"] != GHNProxy(ghn=other).settings()["ghn"]
 
 
+def test_a_retrained_checkpoint_under_the_same_path_is_never_served_stale_scores(ghn, batch, archs, tmp_path):
+    path, cache = tmp_path / "g.pt", tmp_path / "scores.jsonl"
+    save_ghn(ghn, path)
+    kw = dict(data=batch, build_kwargs=BUILD, progress=False, cache=cache)
+    first = score(archs[:3], "nb201", get_proxy("ghn", ghn=str(path), eval_batch=20), **kw)
+    again = score(archs[:3], "nb201", get_proxy("ghn", ghn=str(path), eval_batch=20), **kw)
+    assert all(r.cached for r in again.rows) and again.scores == first.scores
+    # the same weights given as an object share the cache entries
+    assert all(r.cached for r in score(archs[:3], "nb201", GHNProxy(ghn=ghn, eval_batch=20), **kw).rows)
+    torch.manual_seed(1)
+    save_ghn(GHN2(hid=16, max_shape=(16, 16, 3, 3)), path)  # new weights, same file name
+    retrained = score(archs[:3], "nb201", get_proxy("ghn", ghn=str(path), eval_batch=20), **kw)
+    assert not any(r.cached for r in retrained.rows)
+    assert retrained.scores != first.scores
+
+
 def test_errors(ghn):
     with pytest.raises(ValueError, match="unknown GHN proxy metric 'top5'"):
         GHNProxy(ghn=ghn, metric="top5")

@@ -84,6 +84,13 @@ class Proxy(abc.ABC):
         """The proxy's configuration as plain JSON-able values (its public attributes)."""
         return {k: v for k, v in sorted(vars(self).items()) if not k.startswith("_")}
 
+    def identity(self, space: Any) -> dict[str, Any]:
+        """What cached scores of this proxy in ``space`` are keyed by: its settings, plus
+        any state outside them that changes the scores (a GHN proxy adds a digest of its
+        GHN's weights, so a retrained checkpoint under the same name is never served
+        stale scores)."""
+        return self.settings()
+
     @abc.abstractmethod
     def score(self, model: nn.Module, batches: Sequence[Batch] | None) -> float:
         """Score one network. ``batches`` is a list of ``(x, y)`` tensors on the model's device."""

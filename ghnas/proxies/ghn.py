@@ -79,6 +79,12 @@ class GHNProxy(Proxy):
             self.ghn = name
         return self._ghn.to(device).eval()
 
+    def identity(self, space: Any) -> dict[str, Any]:
+        """Settings with the GHN named by its weights, not by its name or path: the same
+        weights share cached scores, other weights (a retrained file) never do."""
+        ghn = self._resolve(space, torch.device("cpu")) if self._ghn is None else self._ghn
+        return {**self.settings(), "ghn": "weights:" + _state_digest(ghn)}
+
     def score(self, model: nn.Module, batches: Sequence[Batch] | None) -> float:
         """Predict ``model``'s parameters and evaluate them (the model is not modified)."""
         if not batches:

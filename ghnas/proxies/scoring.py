@@ -358,8 +358,9 @@ def score(
                           settings={"proxy": prox.settings(), **common},
                           members={t.proxy: t.scores for t in tables})
 
+    identity = {"proxy": prox.identity(space_obj), **common}  # first: it may resolve a named GHN
     settings = {"proxy": prox.settings(), **common}
-    run_key = hashlib.sha256(json.dumps({"name": _proxy_label(prox), **settings}, sort_keys=True,
+    run_key = hashlib.sha256(json.dumps({"name": _proxy_label(prox), **identity}, sort_keys=True,
                                         default=str).encode()).hexdigest()[:24]
     store = _Cache(cache, run_key)
     from_cache = set(store.values)
