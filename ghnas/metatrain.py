@@ -279,7 +279,7 @@ class _StepInputs(torch.utils.data.Dataset):
         check_num_classes(graphs, self.num_classes)
         with warnings.catch_warnings():
             # the GHN being trained learns these shapes' (mapped) embeddings: not worth a warning
-            warnings.filterwarnings("ignore", message="GHN-2 never saw the shape")
+            warnings.filterwarnings("ignore", message="the GHN's shape encoding has no entry")
             batch = GraphBatch(graphs, self.shape_enc, cfg.max_shape, cfg.ve_cutoff, "cpu")
         item = step, archs, image_seed, models, batch
         if torch.utils.data.get_worker_info() is not None:

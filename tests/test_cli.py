@@ -17,7 +17,7 @@ from ghnas.ghn import GHN2, save_ghn
 
 REPO = Path(__file__).resolve().parents[1]
 NB = search_spaces.get("nb201")
-pytestmark = pytest.mark.filterwarnings("ignore:GHN-2 never saw the shape", "ignore:meta-training on the shipped",
+pytestmark = pytest.mark.filterwarnings("ignore:the GHN's shape encoding has no entry", "ignore:meta-training on the shipped",
                                         "ignore:.*not used by the forward pass", "ignore::DeprecationWarning")
 
 

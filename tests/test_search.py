@@ -18,7 +18,7 @@ from search_spaces import SearchSpace
 
 TINY = {"C": 4, "N": 1}
 # a random GHN with a small decoder has never "seen" the tiny networks' shapes; expected here
-pytestmark = pytest.mark.filterwarnings("ignore:GHN-2 never saw the shape")
+pytestmark = pytest.mark.filterwarnings("ignore:the GHN's shape encoding has no entry")
 
 
 

@@ -15,7 +15,7 @@ from ghnas.ghn import GHN2, save_ghn
 from ghnas.graph import extract
 from ghnas.warm import calibrate_batchnorm, reset_batchnorm, warm_start
 
-pytestmark = pytest.mark.filterwarnings("ignore:GHN-2 never saw the shape", "ignore:.*not used by the forward")
+pytestmark = pytest.mark.filterwarnings("ignore:the GHN's shape encoding has no entry", "ignore:.*not used by the forward")
 
 # node 1 feeds only `none` edges, so the conv on edge 0->1 never reaches the output: its
 # parameters get no graph node and no prediction

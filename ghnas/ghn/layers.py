@@ -146,8 +146,9 @@ def warn_unknown_shape(shape: Sequence[int], mapped: Sequence[int]) -> None:
     if key in _WARNED_SHAPES:
         return
     _WARNED_SHAPES.add(key)
-    warnings.warn(f"GHN-2 never saw the shape {tuple(shape)} in training; the closest "
-                  f"known shape {tuple(mapped)} is used instead", stacklevel=3)
+    warnings.warn(f"the GHN's shape encoding has no entry for the shape {key[0]}; the closest known "
+                  f"shape {key[1]} is used instead (as in GHN-2: harmless for a GHN meta-trained on "
+                  "such networks)", stacklevel=3)
 
 
 # --------------------------------------------------------------------------- GNN
