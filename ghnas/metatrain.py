@@ -277,10 +277,7 @@ class _StepInputs(torch.utils.data.Dataset):
         models = [self.pool.model(a, torch.device("cpu")) for a in archs]
         graphs = [self.pool.graph(a, m) for a, m in zip(archs, models)]
         check_num_classes(graphs, self.num_classes)
-        with warnings.catch_warnings():
-            # the GHN being trained learns these shapes' (mapped) embeddings: not worth a warning
-            warnings.filterwarnings("ignore", message="the GHN's shape encoding has no entry")
-            batch = GraphBatch(graphs, self.shape_enc, cfg.max_shape, cfg.ve_cutoff, "cpu")
+        batch = GraphBatch(graphs, self.shape_enc, cfg.max_shape, cfg.ve_cutoff, "cpu")
         item = step, archs, image_seed, models, batch
         if torch.utils.data.get_worker_info() is not None:
             # one plain byte string per step: torch's shared-memory passing would open a file
@@ -474,6 +471,7 @@ def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None
 
     ghn = GHN2(max_shape=cfg.max_shape, num_classes=len(train_data.classes), hid=cfg.hid,
                ve_cutoff=cfg.ve_cutoff)
+    ghn.shape_enc.warn_unknown = False  # it learns the (mapped) shapes of this space
     # graph batches are prepared on the CPU (maybe in workers) with a copy of the shape encoder
     step_data = _StepInputs(pool, cfg, copy.deepcopy(ghn.shape_enc), ghn.num_classes)
     ghn = ghn.to(device)

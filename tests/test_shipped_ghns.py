@@ -28,3 +28,35 @@ def test_shipped_ghn_predicts_better_than_chance(space):
                   build_kwargs=meta["build_kwargs"], progress=False)
     mean = sum(table.scores) / len(table.scores)
     assert mean > 0.17, table.scores
+
+
+@pytest.mark.parametrize("space", ["nb201", "darts"])
+def test_shipped_ghns_do_not_warn_about_the_shapes_they_were_trained_on(space, monkeypatch):
+    import warnings
+
+    from ghnas.ghn import layers
+
+    monkeypatch.setattr(layers, "_WARNED_SHAPES", set())
+    sp = search_spaces.get(space)
+    model = sp.build(sp.sample(0), **PROXY_BUILD_KWARGS[space])
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        load_ghn(f"ghnas-{space}-cifar10").predict([model])
+    assert not [w for w in rec if "shape encoding has no entry" in str(w.message)]
+
+
+def test_meta_trained_flag_round_trips_and_fresh_ghns_still_warn(tmp_path, monkeypatch):
+    import warnings
+
+    from ghnas.ghn import GHN2, layers, save_ghn
+
+    monkeypatch.setattr(layers, "_WARNED_SHAPES", set())
+    ghn = GHN2(hid=8, max_shape=(16, 16, 3, 3))
+    model = search_spaces.get("nb201").build(search_spaces.get("nb201").sample(0), C=4, N=1)
+    with warnings.catch_warnings(record=True) as rec:  # (4, 3, 3, 3) is not in GHN-2's table
+        warnings.simplefilter("always")
+        load_ghn(save_ghn(ghn, tmp_path / "fresh.pt") or tmp_path / "fresh.pt").predict([model])
+    assert [w for w in rec if "shape encoding has no entry" in str(w.message)]
+    ghn.shape_enc.warn_unknown = False
+    save_ghn(ghn, tmp_path / "trained.pt")
+    assert load_ghn(tmp_path / "trained.pt").shape_enc.warn_unknown is False

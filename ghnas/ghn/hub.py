@@ -44,6 +44,10 @@ class GHNEntry:
 _REGISTRY: dict[str, GHNEntry] = {}
 
 
+#: checkpoint key marking a GHN meta-trained by ghnas (its shape mapping is learned, so
+#: unknown-shape warnings are noise for it)
+META_TRAINED_KEY = "ghnas_meta_trained"
+
 def register_ghn(name: str, *, url: str | None = None, git_sha1: str | None = None,
                  asset: str | None = None, description: str = "", overwrite: bool = False) -> GHNEntry:
     """Make ``load_ghn(name)`` work.
@@ -193,6 +197,8 @@ def save_ghn(ghn: GHN2, path: str | os.PathLike, epoch: int = 0,
         opt_state = dict(optimizer) if optimizer is not None else {}
     state = OrderedDict((k, v.detach().cpu()) for k, v in ghn.state_dict().items())
     payload = {"state_dict": state, "optimzer": opt_state, "epoch": int(epoch), "config": ghn.config}
+    if not ghn.shape_enc.warn_unknown:  # an extra top-level key: ppuda's loader ignores it
+        payload[META_TRAINED_KEY] = True
     path = Path(path)
     f, tmp = _atomic_target(path)
     try:
@@ -260,4 +266,5 @@ def load_ghn(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
                              f"{tuple(expected[k].shape)} for config {ckpt['config']}")
     ghn.load_state_dict(state, strict=True)
     ghn.epoch = ckpt.get("epoch")
+    ghn.shape_enc.warn_unknown = not ckpt.get(META_TRAINED_KEY, False)
     return ghn.to(device).eval()

@@ -81,6 +81,9 @@ class ShapeEncoder(nn.Module):
         self._sp_index = {int(c): i for i, c in enumerate(self.spatial)}
         self.embed_spatial = nn.Embedding(len(self.spatial) + 1, hid // 4)
         self.embed_channel = nn.Embedding(len(self.channels) + 1, hid // 4)
+        #: warn when a shape is mapped to the nearest known one; off for GHNs meta-trained by
+        #: ghnas, which learned the mapped shapes of their own space
+        self.warn_unknown = True
         self._lookup = lru_cache(maxsize=None)(self._lookup_uncached)
 
     def __getstate__(self):

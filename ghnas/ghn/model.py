@@ -311,7 +311,8 @@ class GHN2(nn.Module):
             one ``{parameter name: tensor}`` dict per item, in the model's parameter
             order (for a graph: in node order). The tensors are outputs of the GHN
             (differentiable w.r.t. its parameters when grad is enabled), ready for
-            ``torch.func.functional_call``.
+            ``torch.func.functional_call``. Parameters that the forward pass never
+            uses (e.g. behind NAS-Bench-201 ``none`` edges) get no prediction.
 
         Raises:
             ValueError: the classifier size differs from ``num_classes``, or a
@@ -333,7 +334,8 @@ class GHN2(nn.Module):
             out = [{k: v.float() for k, v in d.items()} for d in out]
         for b, it in enumerate(models):
             if isinstance(it, nn.Module):  # the model's own parameter order
-                out[b] = {name: out[b][name] for name, _ in it.named_parameters()}
+                # parameters the forward pass never uses (dead ops) have no node: none predicted
+                out[b] = {name: out[b][name] for name, _ in it.named_parameters() if name in out[b]}
         return out
 
     def forward(self, model: nn.Module, input_shape: Sequence[int] | None = None,
