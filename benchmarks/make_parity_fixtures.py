@@ -44,6 +44,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from fixture_models import SmallCNN  # noqa: E402  (the public fixtures' small_cnn)
+
 PUBLIC = ["small_cnn", "resnet18", "darts_c16_l8"]
 EXTRA = ["mobilenet_v2", "resnet50", "vgg11_bn", "mnasnet0_5", "mobilenet_v3_small"]
 POOL_ATTRS = ("ceil_mode", "count_include_pad", "divisor_override", "dilation", "kernel_size",
@@ -51,28 +55,6 @@ POOL_ATTRS = ("ceil_mode", "count_include_pad", "divisor_override", "dilation", 
 
 
 # ------------------------------------------------------------------ models
-class SmallCNN(nn.Module):
-    """The public fixtures' ``small_cnn`` (see their README)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 24, kernel_size=5, stride=1, padding=2, bias=True)
-        self.bn1 = nn.BatchNorm2d(24)
-        self.relu1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(24, 80, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(80)
-        self.relu2 = nn.ReLU(inplace=True)
-        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.gap = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(80, 10)
-        self.expected_input_sz = 32
-
-    def forward(self, x):
-        x = self.relu1(self.bn1(self.conv1(x)))
-        x = self.pool(self.relu2(self.bn2(self.conv2(x))))
-        return self.fc(torch.flatten(self.gap(x), 1))
-
-
 def build(name: str) -> tuple[nn.Module, dict]:
     """``(model, description)``; seeds with 0 first, as the reference procedure does."""
     torch.manual_seed(0)
