@@ -39,11 +39,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``path`` atomically."""
+    """``torch.save`` to ``path`` atomically, fsynced."""
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
     return Path(path)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.request
 import warnings
 from collections import OrderedDict
@@ -23,6 +22,7 @@ from typing import Any, Mapping
 
 import torch
 
+from .._io import atomic_path, atomic_torch_save
 from .model import GHN2
 
 # buffers that older code stored in checkpoints; they are recomputed, never loaded
@@ -118,12 +118,6 @@ def git_blob_sha1(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _atomic_target(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    return os.fdopen(fd, "wb"), tmp
-
-
 def _download(entry: GHNEntry) -> Path:
     assert entry.url is not None and entry.git_sha1 is not None
     dest = cache_dir() / os.path.basename(entry.url.split("?")[0])
@@ -131,9 +125,8 @@ def _download(entry: GHNEntry) -> Path:
         if git_blob_sha1(dest) == entry.git_sha1:
             return dest
         warnings.warn(f"cached file {dest} does not match the expected hash of {entry.name!r}; downloading it again")
-    f, tmp = _atomic_target(dest)
-    try:
-        with f:
+    with atomic_path(dest) as tmp:  # replaces dest only if the download is complete and verified
+        with open(tmp, "wb") as f:
             try:
                 with urllib.request.urlopen(entry.url, timeout=60) as r:
                     for chunk in iter(lambda: r.read(1 << 20), b""):
@@ -147,10 +140,6 @@ def _download(entry: GHNEntry) -> Path:
         if got != entry.git_sha1:
             raise ValueError(f"downloaded file for GHN {entry.name!r} from {entry.url} has git blob SHA-1 {got}, "
                              f"expected {entry.git_sha1}; the file is corrupt or was changed upstream")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
 
 
@@ -199,18 +188,7 @@ def save_ghn(ghn: GHN2, path: str | os.PathLike, epoch: int = 0,
     payload = {"state_dict": state, "optimzer": opt_state, "epoch": int(epoch), "config": ghn.config}
     if not ghn.shape_enc.warn_unknown:  # an extra top-level key: ppuda's loader ignores it
         payload[META_TRAINED_KEY] = True
-    path = Path(path)
-    f, tmp = _atomic_target(path)
-    try:
-        with f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_torch_save(payload, path)
 
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:

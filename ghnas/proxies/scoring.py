@@ -43,7 +43,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +50,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from .._io import atomic_write_text
 from .base import Batch, Proxy, get_proxy
 
 __all__ = ["ScoreRow", "ScoreTable", "score", "load_batches", "worst_value"]
@@ -117,7 +117,7 @@ class ScoreTable:
 
     def to_json(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_dict` as JSON, atomically (temp file + rename)."""
-        return _atomic_write(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def read_json(cls, path: str | os.PathLike) -> "ScoreTable":
@@ -132,24 +132,7 @@ class ScoreTable:
         for i, r in enumerate(self.rows):
             writer.writerow([r.arch, repr(float(r.score)), f"{r.seconds:.6f}", int(r.cached),
                              *(repr(float(self.members[n][i])) for n in names)])
-        return _atomic_write(path, buf.getvalue())
-
-
-def _atomic_write(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+        return atomic_write_text(path, buf.getvalue())
 
 
 def worst_value(higher_is_better: bool) -> float:
