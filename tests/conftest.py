@@ -45,3 +45,16 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def random_ghn(tmp_path_factory):
+    """A small GHN-2 with seeded random weights, saved as a checkpoint file (its path)."""
+    import torch
+
+    from ghnas.ghn import GHN2, save_ghn
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ghn") / "ghn.pt"
+    save_ghn(GHN2(hid=16, max_shape=(16, 16, 3, 3)), path)
+    return path

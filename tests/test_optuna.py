@@ -201,16 +201,6 @@ def test_pruner_errors():
         GHNProxyPruner(SPACE, "params", reference=["|nor_conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|"])
 
 
-@pytest.fixture(scope="module")
-def random_ghn(tmp_path_factory):
-    from ghnas.ghn import GHN2, save_ghn
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ghn") / "ghn.pt"
-    save_ghn(GHN2(hid=16, max_shape=(16, 16, 3, 3)), path)
-    return path
-
-
 def test_pruner_with_a_random_ghn(random_ghn):
     from ghnas.proxies.ghn import GHNProxy
 

@@ -166,16 +166,6 @@ def test_stopper_against_earlier_trials():
     assert got == [i >= 3 and v < float(np.quantile(values[:i], 0.5)) for i, v in enumerate(values)]
 
 
-@pytest.fixture(scope="module")
-def random_ghn(tmp_path_factory):
-    from ghnas.ghn import GHN2, save_ghn
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ghn") / "ghn.pt"
-    save_ghn(GHN2(hid=16, max_shape=(16, 16, 3, 3)), path)
-    return path
-
-
 def test_warm_start_loads_the_ghn_once_per_process(random_ghn):
     import ghnas.integrations as gi
     from ghnas.ghn import load_ghn
