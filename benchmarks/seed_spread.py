@@ -13,6 +13,15 @@ The runs behind benchmarks/results/correlate_nb201_seeds (seed 0 is the main rep
         "shipped GHN (GPU, 900 steps)=benchmarks/results/correlate_nb201/report.json,benchmarks/results/correlate_nb201_seeds/gpu_ghn_seed*/report.json" \\
         "earlier GHN (CPU, 800 steps)=benchmarks/results/correlate_nb201_cpu_ghn/report.json,benchmarks/results/correlate_nb201_seeds/cpu_ghn_seed*/report.json" \\
         --proxy ghn --out benchmarks/results/correlate_nb201_seeds/README.md
+
+and, for the number of images (the shipped GHN; runs with --batch-size 500 and 1000 into
+gpu_ghn_n<N>_seed<S>, seeds 0-2):
+
+    python benchmarks/seed_spread.py \
+        "200 images=benchmarks/results/correlate_nb201/report.json,benchmarks/results/correlate_nb201_seeds/gpu_ghn_seed[12]/report.json" \
+        "500 images=benchmarks/results/correlate_nb201_seeds/gpu_ghn_n500_seed*/report.json" \
+        "1000 images=benchmarks/results/correlate_nb201_seeds/gpu_ghn_n1000_seed*/report.json" \
+        --proxy ghn --out benchmarks/results/correlate_nb201_seeds/by_images.md
 """
 from __future__ import annotations
 
@@ -45,17 +54,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--proxy", default="ghn")
     ap.add_argument("--out", default=None, help="write the table as Markdown here")
     args = ap.parse_args(argv)
-    lines = [f"# Kendall tau of `{args.proxy}` on the NB201 dev set, one row per GHN, one column per image seed",
-             "", "Each run: `ghnas correlate --proxies ghn --data cifar10 --seed S` (200 validation "
-             "images drawn with seed S, the same 491 architectures and ground truth). Command: "
-             "`python benchmarks/seed_spread.py` (its docstring lists the runs).", ""]
+    lines = [f"# Kendall tau of `{args.proxy}` on the NB201 dev set: one row per setting, one column per image seed",
+             "", "Each run: `ghnas correlate --proxies ghn --data cifar10 --seed S [--batch-size N] "
+             "[--ghn FILE]` (N validation images, 200 by default, drawn with seed S; the same 491 "
+             "architectures and ground truth). Command: `python benchmarks/seed_spread.py` (its "
+             "docstring lists the runs).", ""]
     rows = []
     for group in args.groups:
         label, _, patterns = group.partition("=")
         taus = kendall_taus(patterns, args.proxy)
         rows.append((label, taus))
     n = max(len(t) for _, t in rows)
-    lines.append("| GHN | " + " | ".join(f"seed {i}" for i in range(n)) + " | mean | std | min | max |")
+    lines.append("| setting | " + " | ".join(f"seed {i}" for i in range(n)) + " | mean | std | min | max |")
     lines.append("| --- |" + " ---: |" * (n + 4))
     for label, taus in rows:
         cells = [f"{t:.3f}" for t in taus] + [""] * (n - len(taus))
