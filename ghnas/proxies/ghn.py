@@ -45,9 +45,10 @@ class GHNProxy(Proxy):
             equally accurate networks). The loss is the default because accuracy on a
             few hundred images moves in coarse steps and carries binomial noise of a few
             points, larger than the differences between predicted networks. On the
-            NAS-Bench-201 dev set the loss ranked far better than accuracy with an earlier
-            CPU-trained GHN (Kendall tau 0.54 vs -0.04); with the shipped GHN both rank
-            poorly (0.11 vs 0.14). See the README's ranking section.
+            NAS-Bench-201 dev set (one image seed) the loss ranked far better than
+            accuracy with an earlier CPU-trained GHN (Kendall tau 0.54 vs -0.04); with the
+            shipped GHN both rank poorly (0.11 vs 0.14), and either depends strongly on
+            the images scored on. See the README's ranking section.
         eval_batch: images per forward pass; batch norm normalises over this many.
         chunk: architectures predicted per GHN call (bounds memory).
     """
