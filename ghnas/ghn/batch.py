@@ -202,7 +202,7 @@ class GraphBatch:
                 type_id, rows, known, key, kinds = info
                 types.append(type_id)
                 shape_rows.append(rows)
-                if not known and not warned and getattr(shape_enc, "warn_unknown", True):
+                if not known and not warned and shape_enc.warn_unknown:
                     warn_unknown_shape(shape, shape_enc.describe(rows))  # at most once per graph and shape
                     warned = True
                 if key is None:

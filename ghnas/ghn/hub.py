@@ -48,6 +48,7 @@ _REGISTRY: dict[str, GHNEntry] = {}
 #: unknown-shape warnings are noise for it)
 META_TRAINED_KEY = "ghnas_meta_trained"
 
+
 def register_ghn(name: str, *, url: str | None = None, git_sha1: str | None = None,
                  asset: str | None = None, description: str = "", overwrite: bool = False) -> GHNEntry:
     """Make ``load_ghn(name)`` work.

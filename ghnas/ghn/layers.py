@@ -209,12 +209,13 @@ class GatedGNN(nn.Module):
         w0, b0, w2, b2 = self._message_weights()
         gw = (self.gru.weight_ih, self.gru.weight_hh, self.gru.bias_ih, self.gru.bias_hh)
         k = 2 if self.ve else 1
-        hx = x.float().clone()  # updated in place, generation by generation (autograd tracks it)
         # float32 even under autocast: the ops are tiny (nothing to gain from bfloat16), and the
         # in-place updates need one dtype
+        x = x.float()
+        hx = x.clone()  # updated in place, generation by generation (autograd tracks it)
         with cpu_threads(self.cpu_threads if x.device.type == "cpu" else None), \
                 torch.autocast(x.device.type, enabled=False):
-            self._sweep(x.float(), hx, sweeps, (w0, b0, w2, b2), gw, k)
+            self._sweep(x, hx, sweeps, (w0, b0, w2, b2), gw, k)
         return hx
 
     @staticmethod

@@ -329,9 +329,10 @@ class GHN2(nn.Module):
                 _check_model_params(it, batch.graphs[b], b)
         with cpu_threads(self.cpu_threads if self.embed.weight.device.type == "cpu" else None):
             out = self.decode(self.embed_nodes(batch), batch)
-        if any(v.dtype != torch.float32 for d in out for v in d.values()):
-            # under autocast: hand out float32 parameters, as a module's own would be
-            out = [{k: v.float() for k, v in d.items()} for d in out]
+        dtype = self.embed.weight.dtype
+        if any(v.dtype != dtype for d in out for v in d.values()):
+            # under autocast: hand out parameters in the GHN's own dtype, not bfloat16
+            out = [{k: v.to(dtype) for k, v in d.items()} for d in out]
         for b, it in enumerate(models):
             if isinstance(it, nn.Module):  # the model's own parameter order
                 # parameters the forward pass never uses (dead ops) have no node: none predicted

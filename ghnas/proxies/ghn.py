@@ -170,7 +170,6 @@ class GHNProxy(Proxy):
         return acc - min(loss, 1e3) / (1e3 * n + 1)
 
 
-
 @register_proxy("ghn_acc")
 class GHNAccuracyProxy(GHNProxy):
     """The GHN proxy scored by the accuracy of the predicted networks (GHN-2's own
@@ -182,6 +181,7 @@ class GHNAccuracyProxy(GHNProxy):
 
 #: registered names of GHN proxies (the CLI loads their GHN once, honouring ``--ghn``)
 GHN_PROXIES = ("ghn", "ghn_acc")
+
 
 def _state_digest(module: nn.Module) -> str:
     h = hashlib.sha256()
