@@ -34,21 +34,26 @@ from ghnas.metatrain import MetaTrainConfig, meta_train, plot_curve  # noqa: E40
 from ghnas.search import PROXY_BUILD_KWARGS  # noqa: E402
 
 # GHN-2's recipe (meta-batch 8, Adam 1e-3, wd 1e-5, clip 5, image batch 64, lr drops late),
-# with networks at the CPU proxy size of each space and far fewer steps than GHN-2's
-# ~5 GPU-days: this is what a 2-core CPU allows.
+# trained on the space's multi-size distribution (metatrain.DEFAULT_SIZES: from the proxy
+# sizes up to the sizes users train) with an exponential moving average of the weights.
+# `steps` is the length of the whole run, continued over many sessions and machines: the
+# learning-rate drops come at 67% and 83% of it.
 CONFIGS = {
-    "nb201": dict(space="nb201", steps=800, eval_every=100, eval_archs=20, eval_images=500),
-    # DARTS networks are ~10x slower than NB201 ones on CPU: half the meta-batch, fewer steps
-    "darts": dict(space="darts", steps=200, meta_batch=4, eval_every=100, eval_archs=10,
-                  eval_images=200),
+    "nb201": dict(space="nb201", sizes="space", steps=20000, ema=0.998, eval_every=500, eval_archs=20,
+                  eval_images=500, ckpt_every=50),
+    # DARTS networks are ~10x slower than NB201 ones on CPU: half the meta-batch
+    "darts": dict(space="darts", sizes="space", steps=5000, meta_batch=4, ema=0.995, eval_every=250,
+                  eval_archs=10, eval_images=200, ckpt_every=10),
 }
 
 
 # On a GPU: GHN-2's meta-batch in both spaces; graph extraction (CPU) runs in worker
 # processes so the GPU is not kept waiting. `steps` comes from --steps or --budget-s.
 GPU_CONFIGS = {
-    "nb201": dict(space="nb201", meta_batch=8, eval_archs=20, eval_images=500, workers=5),
-    "darts": dict(space="darts", meta_batch=8, eval_archs=20, eval_images=500, workers=6),
+    "nb201": dict(space="nb201", sizes="space", ema=0.998, meta_batch=8, eval_archs=20, eval_images=500,
+                  workers=5),
+    "darts": dict(space="darts", sizes="space", ema=0.995, meta_batch=8, eval_archs=20, eval_images=500,
+                  workers=6),
 }
 
 

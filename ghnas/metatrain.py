@@ -37,7 +37,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from ghnas._io import atomic_savefig, atomic_torch_save, atomic_write_text
 
@@ -53,6 +52,133 @@ CURVE_FILE = "curve.png"
 _RESUMABLE_CHANGES = {"steps", "eval_every", "ckpt_every", "device", "eval_archs_max_batch", "workers"}
 
 
+#: Multi-size meta-training per space: ``(build kwargs, weight)``. They span the proxy sizes
+#: (NB201 C=8 N=1, DARTS C=8 with 5 cells) and the sizes users train (NB201's benchmark
+#: network C=16 N=5; DARTS C=16 with 8 cells, NAS-Bench-301's C=32 with 8 cells, the DARTS
+#: evaluation network C=36 with 20 cells), weighted towards small networks, which cost less
+#: and whose graphs are the building blocks of the large ones.
+DEFAULT_SIZES: dict[str, list[tuple[dict[str, int], float]]] = {
+    "nb201": [({"C": 8, "N": 1}, 4), ({"C": 8, "N": 2}, 2), ({"C": 8, "N": 3}, 1.5), ({"C": 8, "N": 4}, 1),
+              ({"C": 8, "N": 5}, 1), ({"C": 16, "N": 1}, 2), ({"C": 16, "N": 2}, 1), ({"C": 16, "N": 3}, 1),
+              ({"C": 16, "N": 4}, 0.75), ({"C": 16, "N": 5}, 1.5)],
+    "darts": [({"C": 8, "layers": 5}, 4), ({"C": 8, "layers": 8}, 2), ({"C": 16, "layers": 5}, 2),
+              ({"C": 16, "layers": 8}, 2), ({"C": 16, "layers": 14}, 0.75), ({"C": 24, "layers": 8}, 1),
+              ({"C": 32, "layers": 8}, 1), ({"C": 36, "layers": 8}, 0.5), ({"C": 36, "layers": 14}, 0.25),
+              ({"C": 36, "layers": 20}, 0.5)],
+}
+#: Held-out evaluation sizes per space: the proxy size and the standard training size.
+DEFAULT_EVAL_SIZES: dict[str, list[dict[str, int]]] = {
+    "nb201": [{"C": 8, "N": 1}, {"C": 16, "N": 5}],
+    "darts": [{"C": 8, "layers": 5}, {"C": 16, "layers": 8}],
+}
+
+
+def size_label(build_kwargs: dict[str, Any]) -> str:
+    """``{'C': 8, 'N': 1}`` -> ``'C=8,N=1'`` (keys in the order given)."""
+    return ",".join(f"{k}={v}" for k, v in build_kwargs.items()) or "default"
+
+
+def _parse_size_spec(spec: str, what: str) -> list[dict[str, Any]]:
+    out = []
+    for part in spec.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        kv, _, weight = part.partition("@")
+        build: dict[str, Any] = {}
+        for item in kv.split(","):
+            k, eq, v = item.strip().partition("=")
+            if not eq or not k.strip().isidentifier():
+                raise ValueError(f"{what}: cannot read {item.strip()!r} in {part!r}; expected KEY=VALUE "
+                                 "pairs, e.g. 'C=8,N=1@4;C=16,N=5'")
+            try:
+                build[k.strip()] = int(v)
+            except ValueError:
+                raise ValueError(f"{what}: {k.strip()}={v.strip()!r} is not an integer") from None
+        entry: dict[str, Any] = {"build": build}
+        if weight:
+            try:
+                entry["weight"] = float(weight)
+            except ValueError:
+                raise ValueError(f"{what}: weight {weight!r} of {kv!r} is not a number") from None
+        out.append(entry)
+    if not out:
+        raise ValueError(f"{what}: empty size spec {spec!r}")
+    return out
+
+
+def _size_list(value: Any, what: str, keywords: tuple[str, ...]) -> Any:
+    """Validate a ``sizes``/``eval_sizes`` value: a keyword, a spec string or a list of
+    ``{'build': {...}, 'weight': w, 'images': n}`` dicts (weight and images optional)."""
+    if isinstance(value, str):
+        if value in keywords:
+            return value
+        value = _parse_size_spec(value, what)
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"{what} must be one of {keywords}, a spec like 'C=8,N=1@4;C=16,N=5' "
+                         f"or a non-empty list of {{'build': {{...}}, 'weight': w}}; got {value!r}")
+    out = []
+    for e in value:
+        if not isinstance(e, dict) or not isinstance(e.get("build"), dict) \
+                or set(e) - {"build", "weight", "images"}:
+            raise ValueError(f"{what}: each size is a dict with 'build' (and optional 'weight', "
+                             f"'images'); got {e!r}")
+        e = {"build": dict(e["build"]), **{k: e[k] for k in ("weight", "images") if k in e}}
+        if "weight" in e and not (float(e["weight"]) > 0 and math.isfinite(float(e["weight"]))):
+            raise ValueError(f"{what}: weight must be a positive number, got {e['weight']!r}")
+        if "images" in e and int(e["images"]) < 2:
+            raise ValueError(f"{what}: images must be >= 2, got {e['images']!r}")
+        out.append(e)
+    return tuple(out)
+
+
+def resolve_sizes(cfg: "MetaTrainConfig", space_name: str, build_kwargs: dict[str, Any],
+                  cost: Any = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The explicit training and evaluation sizes of a run.
+
+    Returns ``(train, eval)``: ``train`` entries have ``build``, a normalised ``weight``
+    and the ``images`` per step; ``eval`` entries have ``build``. ``cost(build_kwargs)``
+    estimates the compute of one network of that size (default: multiply-accumulates of
+    one sampled architecture); it sizes the image counts not given explicitly.
+    """
+    mode = cfg.sizes
+    if mode == "auto":
+        mode = "fixed" if cfg.build_kwargs or cfg.archset else "space"
+    if mode == "fixed":
+        train = [{"build": dict(build_kwargs), "weight": 1.0}]
+    elif mode == "space":
+        if space_name not in DEFAULT_SIZES:
+            raise ValueError(f"no default multi-size distribution for space {space_name!r} "
+                             f"(known: {sorted(DEFAULT_SIZES)}); pass sizes='fixed' or a spec")
+        train = [{"build": dict(b), "weight": float(w)} for b, w in DEFAULT_SIZES[space_name]]
+    else:
+        train = [dict(e, build=dict(e["build"])) for e in cfg.sizes]
+    total = sum(float(e.get("weight", 1.0)) for e in train)
+    for e in train:  # normalised once: a resolved list resolves to itself (resume compares them)
+        e["weight"] = float(e.get("weight", 1.0)) / (1.0 if abs(total - 1.0) < 1e-9 else total)
+    if any("images" not in e for e in train):
+        if len(train) == 1:
+            train[0].setdefault("images", cfg.batch_size)
+        else:
+            costs = [float(cost(e["build"])) for e in train]
+            cheapest = min(costs)
+            for e, c in zip(train, costs):
+                n = cfg.batch_size * math.sqrt(cheapest / c)
+                e.setdefault("images", int(min(cfg.batch_size, max(cfg.min_images, round(n)))))  # <= batch_size
+    for e in train:
+        e["images"] = int(min(cfg.batch_size, e["images"]))
+    if cfg.eval_sizes == "train":
+        evals = [{"build": dict(e["build"])} for e in train]
+    elif cfg.eval_sizes == "space" or (cfg.eval_sizes == "auto" and mode == "space"):
+        evals = [{"build": dict(b)} for b in DEFAULT_EVAL_SIZES.get(space_name, [])] \
+            or [{"build": dict(train[0]["build"])}]
+    elif cfg.eval_sizes == "auto":
+        evals = [{"build": dict(e["build"])} for e in train]
+    else:
+        evals = [{"build": dict(e["build"])} for e in cfg.eval_sizes]
+    return train, evals
+
+
 @dataclass
 class MetaTrainConfig:
     """Everything that defines a meta-training run (saved as ``config.json``).
@@ -66,8 +192,29 @@ class MetaTrainConfig:
             samples its ``train`` split and evaluation uses its ``val`` split. Without it,
             architectures are sampled from the space and ``eval_archs`` held-out ones are
             excluded from training.
-        build_kwargs: network size passed to ``space.build`` (ignored with ``archset``,
-            which records its own).
+        build_kwargs: network size passed to ``space.build`` when ``sizes='fixed'``
+            (ignored with ``archset``, which records its own).
+        sizes: the distribution of network sizes that the architectures of a step are
+            built at, one size drawn per architecture. ``'space'``: the space's
+            multi-size distribution (:data:`DEFAULT_SIZES`: widths and depths from the
+            proxy sizes to the sizes users train, weighted towards small networks);
+            ``'fixed'``: ``build_kwargs`` only; ``'auto'`` (default): ``'fixed'`` when
+            ``build_kwargs`` or ``archset`` is given, else ``'space'``; or a spec such as
+            ``'C=8,N=1@4;C=16,N=5@1'``
+            (``;``-separated sizes, ``@weight`` optional). Saved in ``config.json`` as an
+            explicit list with the image count of each size.
+        min_images: fewest images a large network is evaluated on in a step. Each size
+            gets ``batch_size * sqrt(cost of the cheapest size / its cost)`` images (cost:
+            multiply-accumulates of one forward pass), at least this many, so that a
+            large network costs at most a few small ones.
+        eval_sizes: sizes of the held-out evaluation: ``'space'``: the proxy size and the
+            standard training size of the space (:data:`DEFAULT_EVAL_SIZES`); ``'train'``:
+            every training size; ``'auto'`` (default): ``'space'`` when training on the
+            space's default sizes, else ``'train'``; or a spec as for ``sizes``. The held-out mean accuracy
+            that selects ``ghn_best.pt`` is the mean over these sizes.
+        ema: decay of an exponential moving average of the GHN's weights (0: none). With
+            it, evaluations, ``ghn.pt`` and ``ghn_best.pt`` use the averaged weights,
+            which move less from one checkpoint to the next.
         steps: total optimisation steps.
         meta_batch: architectures per step.
         batch_size: images per step (shared by the architectures of the meta-batch).
@@ -98,6 +245,10 @@ class MetaTrainConfig:
     data_root: str | None = None
     archset: str | None = None
     build_kwargs: dict[str, Any] = field(default_factory=dict)
+    sizes: Any = "auto"
+    min_images: int = 16
+    eval_sizes: Any = "auto"
+    ema: float = 0.0
     steps: int = 1000
     meta_batch: int = 8
     batch_size: int = 64
@@ -131,10 +282,19 @@ class MetaTrainConfig:
             raise ValueError("eval_every, eval_archs and workers must be >= 0")
         if any(not 0 < d < 1 for d in self.lr_drops):
             raise ValueError(f"lr_drops are fractions of the run in (0, 1), got {self.lr_drops}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema is a decay in [0, 1), got {self.ema}")
+        if self.min_images < 2:
+            raise ValueError(f"min_images must be >= 2 (batch norm needs a batch), got {self.min_images}")
+        self.sizes = _size_list(self.sizes, "sizes", ("auto", "space", "fixed"))
+        self.eval_sizes = _size_list(self.eval_sizes, "eval_sizes", ("auto", "space", "train"))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["lr_drops"], d["max_shape"] = list(self.lr_drops), list(self.max_shape)
+        for k in ("sizes", "eval_sizes"):
+            if not isinstance(d[k], str):
+                d[k] = [dict(x) for x in d[k]]
         return d
 
     @classmethod
@@ -143,6 +303,9 @@ class MetaTrainConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown meta-training settings {sorted(unknown)}; valid: {sorted(known)}")
+        d = dict(d)
+        if "sizes" not in d:  # written before multi-size training: one fixed size
+            d["sizes"], d["eval_sizes"] = "fixed", "train"
         return cls(**d)
 
 
@@ -177,8 +340,12 @@ def lr_at(step: int, cfg: MetaTrainConfig) -> float:
     return cfg.lr * cfg.gamma ** drops
 
 
+def _key(build_kwargs: dict[str, Any]) -> tuple:
+    return tuple(sorted(build_kwargs.items()))
+
+
 class _ArchPool:
-    """Training and held-out architectures, with cached models and graphs."""
+    """Training and held-out architectures, with cached models and graphs per size."""
 
     def __init__(self, cfg: MetaTrainConfig, cache_size: int = 512):
         import search_spaces
@@ -197,11 +364,12 @@ class _ArchPool:
             if len(train) == 0:
                 raise ValueError(f"archset {cfg.archset} has an empty train split")
             self.train_archs: list[str] | None = train.arch
-            self._graphs = dict(zip(train.arch, train.graphs))
+            size = _key(self.build_kwargs)
+            self._graphs = {(a, size): g for a, g in zip(train.arch, train.graphs)}
             val = aset["val"] if "val" in aset.splits else None
             self.heldout = (val.arch[:cfg.eval_archs] if val is not None else [])
             if val is not None:
-                self._graphs.update(zip(val.arch, val.graphs))
+                self._graphs.update({(a, size): g for a, g in zip(val.arch, val.graphs)})
         else:
             self.space = search_spaces.get(cfg.space)
             self.build_kwargs = dict(cfg.build_kwargs)
@@ -212,7 +380,7 @@ class _ArchPool:
                                                    unique=True)
                             if cfg.eval_archs else [])
         self._heldout_hashes = {self.space.hash(a) for a in self.heldout}
-        self._models: OrderedDict[str, nn.Module] = OrderedDict()
+        self._models: OrderedDict[tuple, nn.Module] = OrderedDict()
         self._cache_size = cache_size
 
     def sample(self, rng: np.random.Generator, n: int) -> list[str]:
@@ -225,19 +393,23 @@ class _ArchPool:
                 out.append(a)
         return out
 
-    def model(self, arch: str, device: torch.device) -> nn.Module:
-        m = self._models.get(arch)
+    def model(self, arch: str, device: torch.device, build_kwargs: dict[str, Any] | None = None) -> nn.Module:
+        build = self.build_kwargs if build_kwargs is None else build_kwargs
+        key = (arch, _key(build))
+        m = self._models.get(key)
         if m is None:
-            m = self.space.build(arch, **self.build_kwargs).to(device)
-            self._models[arch] = m
+            m = self.space.build(arch, **build).to(device)
+            self._models[key] = m
             if len(self._models) > self._cache_size:
                 self._models.popitem(last=False)
         else:
-            self._models.move_to_end(arch)
+            self._models.move_to_end(key)
         return m
 
-    def graph(self, arch: str, model: nn.Module):
-        g = self._graphs.get(arch)
+    def graph(self, arch: str, model: nn.Module, build_kwargs: dict[str, Any] | None = None):
+        build = self.build_kwargs if build_kwargs is None else build_kwargs
+        key = (arch, _key(build))
+        g = self._graphs.get(key)
         if g is None:
             from ghnas.graph import extract
 
@@ -247,13 +419,21 @@ class _ArchPool:
                 warnings.simplefilter("ignore", UserWarning)
                 g = extract(model)
             if len(self._graphs) < 20000:
-                self._graphs[arch] = g
+                self._graphs[key] = g
         return g
+
+    def cost(self, build_kwargs: dict[str, Any]) -> float:
+        """Multiply-accumulates of one forward pass of a fixed sampled architecture."""
+        from ghnas.proxies.size import count_flops
+
+        arch = self.space.sample(np.random.default_rng(0))
+        return float(count_flops(self.space.build(arch, **build_kwargs), elementwise=False))
 
 
 class _StepInputs(torch.utils.data.Dataset):
-    """What step ``i`` trains on, apart from the GHN's weights: its architectures, their
-    (CPU) networks, their graphs prepared as one batch, and the seed of its image batch.
+    """What step ``i`` trains on, apart from the GHN's weights: its architectures, the size
+    and image count of each, their (CPU) networks, their graphs prepared as one batch, and
+    the seed of its image batch.
 
     Indexed by step and drawn from generators seeded by ``(seed, step)``, so worker
     processes (a torch ``DataLoader``) can prepare steps ahead of the training loop without
@@ -262,9 +442,15 @@ class _StepInputs(torch.utils.data.Dataset):
 
     def __init__(self, pool: _ArchPool, cfg: MetaTrainConfig, shape_enc, num_classes: int):
         self.pool, self.cfg, self.shape_enc, self.num_classes = pool, cfg, shape_enc, num_classes
+        self._p = np.array([e["weight"] for e in cfg.sizes], dtype=np.float64)
 
     def __len__(self) -> int:
         return self.cfg.steps
+
+    def sizes_of(self, rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
+        if len(self.cfg.sizes) == 1:  # no draw: single-size runs replay the steps of older versions
+            return [self.cfg.sizes[0]] * n
+        return [self.cfg.sizes[i] for i in rng.choice(len(self.cfg.sizes), size=n, p=self._p / self._p.sum())]
 
     def __getitem__(self, step: int):
         from ghnas.ghn.batch import GraphBatch
@@ -274,11 +460,12 @@ class _StepInputs(torch.utils.data.Dataset):
         rng = np.random.default_rng([cfg.seed, step])
         image_seed = int(rng.integers(2**62))
         archs = self.pool.sample(rng, cfg.meta_batch)
-        models = [self.pool.model(a, torch.device("cpu")) for a in archs]
-        graphs = [self.pool.graph(a, m) for a, m in zip(archs, models)]
+        sizes = self.sizes_of(rng, cfg.meta_batch)
+        models = [self.pool.model(a, torch.device("cpu"), s["build"]) for a, s in zip(archs, sizes)]
+        graphs = [self.pool.graph(a, m, s["build"]) for a, m, s in zip(archs, models, sizes)]
         check_num_classes(graphs, self.num_classes)
         batch = GraphBatch(graphs, self.shape_enc, cfg.max_shape, cfg.ve_cutoff, "cpu")
-        item = step, archs, image_seed, models, batch
+        item = step, archs, [int(s["images"]) for s in sizes], image_seed, models, batch
         if torch.utils.data.get_worker_info() is not None:
             # one plain byte string per step: torch's shared-memory passing would open a file
             # descriptor per tensor (hundreds per step), exhausting the process's limit
@@ -301,11 +488,6 @@ def _step_inputs(data: _StepInputs, start: int, workers: int):
     return (pickle.loads(item) for item in loader)
 
 
-def _logits(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    out = functional_call(model, params, (x,), strict=False)
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
 def _train_mode(models: Sequence[nn.Module]) -> None:
     # batch statistics in BN: predicted networks have no running statistics
     for m in models:
@@ -314,56 +496,61 @@ def _train_mode(models: Sequence[nn.Module]) -> None:
 
 @torch.no_grad()
 def evaluate_ghn(ghn, pool: "_ArchPool", archs: Sequence[str], data, device: torch.device,
-                 batch: int = 100, amp: bool = False) -> dict[str, float]:
+                 batch: int = 100, amp: bool = False, build_kwargs: dict[str, Any] | None = None,
+                 per_arch: bool = False) -> dict[str, Any]:
     """Accuracy of GHN-predicted parameters on ``data`` for each of ``archs``.
 
-    Returns mean, max and min accuracy over the architectures and their mean loss.
-    Batch norm uses batch statistics (``batch`` images at a time).
+    Networks are built at ``build_kwargs`` (default: the pool's size). Returns mean, max
+    and min accuracy over the architectures and their mean loss (with ``per_arch``, also
+    the lists ``accs`` and ``losses``). Batch norm uses batch statistics (``batch`` images
+    at a time); see :func:`ghnas.ghn.evaluate.evaluate_predicted`.
     """
+    from ghnas.ghn.evaluate import evaluate_predicted
+
     if not archs:
         return {}
     ghn.eval()
+    x = torch.cat([xb for xb, _ in data.batches(len(data), device=device)])
+    y = data.labels.to(device)
     accs, losses = [], []
-    models = [pool.model(a, device) for a in archs]
-    _train_mode(models)
-    preds = []
     for i in range(0, len(archs), 8):  # predict in chunks to bound memory
         chunk = archs[i:i + 8]
-        graphs = [pool.graph(a, m) for a, m in zip(chunk, models[i:i + 8])]
-        preds.extend(ghn.predict(graphs))
-    for model, params in zip(models, preds):
-        correct, loss_sum, n = 0, 0.0, 0
-        for x, y in data.batches(batch, device=device):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-                out = _logits(model, params, x)
-            correct += int((out.argmax(1) == y).sum())
-            loss_sum += float(F.cross_entropy(out.float(), y, reduction="sum"))
-            n += len(y)
-        accs.append(correct / n)
-        losses.append(loss_sum / n)
-    return {"acc_mean": float(np.mean(accs)), "acc_max": float(np.max(accs)),
-            "acc_min": float(np.min(accs)), "loss_mean": float(np.mean(losses)),
-            "n_archs": len(archs)}
+        models = [pool.model(a, device, build_kwargs) for a in chunk]
+        graphs = [pool.graph(a, m, build_kwargs) for a, m in zip(chunk, models)]
+        for model, params in zip(models, ghn.predict(graphs)):
+            res = evaluate_predicted(model, params, x, y, batch, amp)
+            accs.append(res.acc)
+            losses.append(res.loss)
+    out: dict[str, Any] = {"acc_mean": float(np.mean(accs)), "acc_max": float(np.max(accs)),
+                           "acc_min": float(np.min(accs)), "loss_mean": float(np.mean(losses)),
+                           "n_archs": len(archs)}
+    if per_arch:
+        out["accs"], out["losses"] = [float(a) for a in accs], [float(v) for v in losses]
+    return out
 
 
 def meta_step(ghn, opt: torch.optim.Optimizer, models: Sequence[nn.Module], graphs, x: torch.Tensor,
-              y: torch.Tensor, grad_clip: float = 5.0, amp: bool = False) -> tuple[float, float, float]:
+              y: torch.Tensor, grad_clip: float = 5.0, amp: bool = False,
+              images: Sequence[int] | None = None) -> tuple[float, float, float]:
     """One GHN update on one image batch for a meta-batch of networks.
 
     Predicts the parameters of all ``models`` (whose graphs are ``graphs``: a list of
     graphs or a prepared ``GraphBatch``) in one GHN call, averages their cross-entropy on
-    ``(x, y)``, clips the gradient norm and steps ``opt``. Returns the loss, the accuracy
-    over all networks and the gradient norm.
+    ``(x, y)`` (network ``i`` on the first ``images[i]`` images, default all), clips the
+    gradient norm and steps ``opt``. Returns the loss, the accuracy over all evaluated
+    images and the gradient norm.
     """
     from ghnas.ghn.batch import GraphBatch
+    from ghnas.ghn.evaluate import logits
 
+    counts = [len(y)] * len(models) if images is None else [min(int(n), len(y)) for n in images]
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         preds = ghn.predict(graphs if isinstance(graphs, GraphBatch) else list(graphs))
         losses, correct = [], torch.zeros((), dtype=torch.long, device=x.device)
-        for model, params in zip(models, preds):
-            out = _logits(model, params, x)
-            losses.append(F.cross_entropy(out.float(), y))
-            correct += (out.argmax(1) == y).sum()  # summed on the device: one sync per step
+        for model, params, n in zip(models, preds, counts):
+            out = logits(model, params, x[:n])
+            losses.append(F.cross_entropy(out.float(), y[:n]))
+            correct += (out.argmax(1) == y[:n]).sum()  # summed on the device: one sync per step
         loss = torch.stack(losses).mean()
     if not torch.isfinite(loss):
         raise FloatingPointError(f"meta-training loss became {loss.item()}")
@@ -371,11 +558,12 @@ def meta_step(ghn, opt: torch.optim.Optimizer, models: Sequence[nn.Module], grap
     loss.backward()
     gnorm = float(nn.utils.clip_grad_norm_(ghn.parameters(), grad_clip))
     opt.step()
-    return float(loss.detach()), int(correct) / (len(models) * len(y)), gnorm
+    return float(loss.detach()), int(correct) / sum(counts), gnorm
 
 
 def plot_curve(history: Sequence[dict], evals: Sequence[dict], path: Path, title: str = "") -> None:
-    """Learning curve: training loss (smoothed) and held-out accuracy of predicted networks."""
+    """Learning curve: training loss (smoothed) and held-out accuracy of predicted networks,
+    one line per evaluation size."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -394,8 +582,15 @@ def plot_curve(history: Sequence[dict], evals: Sequence[dict], path: Path, title
     if evals:
         ax2 = ax1.twinx()
         es = [e["step"] for e in evals]
-        ax2.plot(es, [100 * e["acc_mean"] for e in evals], "o-", color="tab:red", label="held-out mean acc")
-        ax2.plot(es, [100 * e["acc_max"] for e in evals], "s--", color="tab:orange", label="held-out max acc")
+        labels = list(evals[-1].get("by_size", {}))
+        if len(labels) > 1:
+            colors = plt.cm.autumn(np.linspace(0, 0.8, len(labels)))
+            for lab, col in zip(labels, colors):
+                pts = [(e["step"], 100 * e["by_size"][lab]["acc_mean"]) for e in evals if lab in e.get("by_size", {})]
+                ax2.plot(*zip(*pts), "o-", color=col, label=f"held-out mean acc, {lab}")
+        else:
+            ax2.plot(es, [100 * e["acc_mean"] for e in evals], "o-", color="tab:red", label="held-out mean acc")
+            ax2.plot(es, [100 * e["acc_max"] for e in evals], "s--", color="tab:orange", label="held-out max acc")
         ax2.axhline(10, color="gray", ls=":", lw=1, label="chance (10%)")
         ax2.set_ylabel("accuracy of predicted params (%)", color="tab:red")
         ax2.legend(loc="center right", fontsize=8)
@@ -405,21 +600,57 @@ def plot_curve(history: Sequence[dict], evals: Sequence[dict], path: Path, title
     plt.close(fig)
 
 
+def _load_state(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a torn or foreign file: say which, not a pickle traceback
+        raise ValueError(f"cannot read the meta-training checkpoint {path}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200] if str(e) else ''} (delete it to start over, or restore "
+                         "a copy)") from None
+    missing = {"config", "ghn", "optimizer", "step"} - set(state if isinstance(state, dict) else ())
+    if missing:
+        raise ValueError(f"{path} is not a ghnas meta-training checkpoint (missing {sorted(missing)})")
+    return state
+
+
+class _EMA:
+    """Exponential moving average of a module's floating-point state, with the usual
+    warm-up (decay ``min(d, (1 + t) / (10 + t))``) so early averages are not stuck at init."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(module).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
+        for a, b in zip(self.module.state_dict().values(), module.state_dict().values()):
+            if a.dtype.is_floating_point:
+                a.lerp_(b, 1 - d)
+            else:
+                a.copy_(b)
+
+
 def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None,
                resume: bool = False, progress: bool = True, **overrides: Any) -> MetaTrainResult:
     """Meta-train a GHN-2 on architectures of a search space.
 
     Args:
-        out_dir: run folder. It receives ``config.json``, the resumable ``state.pt``
-            (written atomically every ``ckpt_every`` steps), ``ghn.pt`` (the GHN in
-            ppuda's checkpoint format, loadable with :func:`ghnas.load_ghn`),
-            ``ghn_best.pt`` (best held-out mean accuracy), ``history.json`` and
-            ``curve.png``.
+        out_dir: run folder. It receives ``config.json`` (with the sizes resolved into an
+            explicit list), the resumable ``state.pt`` (written atomically every
+            ``ckpt_every`` steps), ``ghn.pt`` (the GHN in ppuda's checkpoint format,
+            loadable with :func:`ghnas.load_ghn`; the averaged weights when ``ema > 0``),
+            ``ghn_best.pt`` (best held-out mean accuracy over the evaluation sizes),
+            ``history.json`` and ``curve.png``.
         config: run settings; ``overrides`` replace single fields.
         resume: continue the run in ``out_dir`` from its last checkpoint. Only
-            ``steps``, ``eval_every``, ``ckpt_every`` and ``device`` may change.
-            Without ``resume``, an ``out_dir`` that already holds a run is an error
-            (never overwrite work).
+            ``steps``, ``eval_every``, ``ckpt_every``, ``device`` and ``workers`` may
+            change. Without ``resume``, an ``out_dir`` that already holds a run is an
+            error (never overwrite work).
         progress: show a progress bar with loss and throughput.
 
     Returns:
@@ -439,25 +670,30 @@ def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None
     if resume:
         if not state_path.exists():
             raise FileNotFoundError(f"nothing to resume: {state_path} does not exist")
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = _load_state(state_path)
         saved = MetaTrainConfig.from_dict(state["config"])
         if config is None:
             cfg = dataclasses.replace(saved, **overrides) if overrides else saved
-        diff = {k for k, v in saved.to_dict().items() if cfg.to_dict()[k] != v} - _RESUMABLE_CHANGES
-        if diff:
-            raise ValueError(f"cannot resume {out} with different settings {sorted(diff)}: "
-                             + ", ".join(f"{k}: saved {saved.to_dict()[k]!r} vs {cfg.to_dict()[k]!r}"
-                                         for k in sorted(diff)))
     elif state_path.exists():
         raise FileExistsError(f"{out} already holds a meta-training run; pass resume=True "
                               "(--resume) to continue it, or choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
 
     device = _resolve_device(cfg.device)
     amp = cfg.amp and device.type == "cuda"
     torch.manual_seed(cfg.seed)
     pool = _ArchPool(cfg)
+    train_sizes, eval_sizes = resolve_sizes(cfg, pool.space.name, pool.build_kwargs, pool.cost)
+    cfg = dataclasses.replace(cfg, sizes=tuple(train_sizes), eval_sizes=tuple(eval_sizes))
+    if state is not None:
+        diff = {k for k, v in saved.to_dict().items() if cfg.to_dict()[k] != v} - _RESUMABLE_CHANGES
+        if diff:
+            raise ValueError(f"cannot resume {out} with different settings {sorted(diff)}: "
+                             + ", ".join(f"{k}: saved {saved.to_dict()[k]!r} vs {cfg.to_dict()[k]!r}"
+                                         for k in sorted(diff)))
+    pool.cfg = cfg
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
+
     if cfg.data == "sample":
         # the shipped sample holds only test images: fine for smoke tests, not for real runs
         warnings.warn("meta-training on the shipped CIFAR-10 sample (test images): use it only "
@@ -476,31 +712,44 @@ def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None
     step_data = _StepInputs(pool, cfg, copy.deepcopy(ghn.shape_enc), ghn.num_classes)
     ghn = ghn.to(device)
     opt = torch.optim.Adam(ghn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = _EMA(ghn, cfg.ema) if cfg.ema > 0 else None
     step, history, evals, seconds = 0, [], [], 0.0
     best = -1.0
     if state is not None:
         ghn.load_state_dict(state["ghn"])
         opt.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.module.load_state_dict(state["ema"])
+            ema.updates = int(state["ema_updates"])
         step, history, evals = int(state["step"]), list(state["history"]), list(state["evals"])
         seconds, best = float(state["seconds"]), float(state["best"])
 
+    def published() -> nn.Module:  # the weights a user gets
+        return ghn if ema is None else ema.module
+
     def checkpoint() -> None:
+        extra = {} if ema is None else {"ema": ema.module.state_dict(), "ema_updates": ema.updates}
         atomic_torch_save({"config": cfg.to_dict(), "ghn": ghn.state_dict(),
                             "optimizer": opt.state_dict(), "step": step, "history": history,
-                            "evals": evals, "seconds": seconds, "best": best}, state_path)
-        save_ghn(ghn, out / GHN_FILE, epoch=step)
+                            "evals": evals, "seconds": seconds, "best": best, **extra}, state_path)
+        save_ghn(published(), out / GHN_FILE, epoch=step)
         atomic_write_text(out / HISTORY_FILE, json.dumps({"history": history, "evals": evals}))
 
     def run_eval() -> None:
         nonlocal best
         if not pool.heldout:
             return
-        res = evaluate_ghn(ghn, pool, pool.heldout, eval_data, device, cfg.eval_batch, amp)
-        res["step"] = step
+        by_size = {}
+        for e in cfg.eval_sizes:
+            by_size[size_label(e["build"])] = evaluate_ghn(published(), pool, pool.heldout, eval_data, device,
+                                                           cfg.eval_batch, amp, e["build"])
+        res: dict[str, Any] = {k: float(np.mean([r[k] for r in by_size.values()]))
+                               for k in ("acc_mean", "acc_max", "acc_min", "loss_mean")}
+        res.update(n_archs=len(pool.heldout), step=step, by_size=by_size)
         evals.append(res)
         if res["acc_mean"] > best:
             best = res["acc_mean"]
-            save_ghn(ghn, out / BEST_FILE, epoch=step)
+            save_ghn(published(), out / BEST_FILE, epoch=step)
         plot_curve(history, evals, out / CURVE_FILE, f"GHN-2 on {pool.space.name} ({eval_split} images)")
         ghn.train()
 
@@ -509,7 +758,7 @@ def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None
     ghn.train()
     t_last = time.perf_counter()
     try:
-        for item_step, archs, image_seed, models, graphs in _step_inputs(step_data, step, cfg.workers):
+        for item_step, archs, images, image_seed, models, graphs in _step_inputs(step_data, step, cfg.workers):
             assert item_step == step, (item_step, step)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
@@ -523,15 +772,18 @@ def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None
             models = [m.to(device) for m in models]
             _train_mode(models)
             try:
-                loss, acc, gnorm = meta_step(ghn, opt, models, graphs, x, y, cfg.grad_clip, amp)
+                loss, acc, gnorm = meta_step(ghn, opt, models, graphs, x, y, cfg.grad_clip, amp, images)
             except FloatingPointError as e:
                 raise FloatingPointError(f"{e} at step {step} (architectures {archs}); "
                                          "lower lr or check the data") from None
+            if ema is not None:
+                ema.update(ghn)
             step += 1
             now = time.perf_counter()
             seconds += now - t_last
             history.append({"step": step, "loss": loss, "acc": acc, "grad_norm": gnorm,
-                            "lr": opt.param_groups[0]["lr"]})
+                            "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3),
+                            "images": int(sum(images))})
             bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{history[-1]['acc']:.2f}",
                             archs_s=f"{cfg.meta_batch / max(now - t_last, 1e-9):.1f}")
             bar.update()

@@ -18,11 +18,9 @@ import warnings
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
-from .base import Batch, Proxy, ResultCallback, arch_seed, logits_of, register_proxy
+from .base import Batch, Proxy, ResultCallback, arch_seed, register_proxy
 
 METRICS = ("acc", "neg_loss", "acc_loss")
 
@@ -139,27 +137,14 @@ class GHNProxy(Proxy):
                     callback(start + i, v, per_arch)
         return out
 
-    @torch.no_grad()
     def _evaluate(self, model: nn.Module, params: dict[str, torch.Tensor],
                   batches: Sequence[Batch]) -> float:
-        # channels-last: about twice as fast for pooling and depthwise convs on CPU
-        x = torch.cat([b[0] for b in batches]).contiguous(memory_format=torch.channels_last)
+        from ghnas.ghn.evaluate import evaluate_predicted
+
+        x = torch.cat([b[0] for b in batches])
         y = torch.cat([b[1] for b in batches])
-        was_training = model.training
-        model.train()  # batch statistics; running statistics of this throwaway copy are unused
-        try:
-            correct, loss_sum = 0, 0.0
-            for i in range(0, len(y), self.eval_batch):
-                xb, yb = x[i:i + self.eval_batch], y[i:i + self.eval_batch]
-                if len(yb) < 2:
-                    continue
-                out = logits_of(functional_call(model, params, (xb,), strict=False)).float()
-                correct += int((out.argmax(1) == yb).sum())
-                loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
-        finally:
-            model.train(was_training)
-        n = len(y) - (len(y) % self.eval_batch == 1)
-        acc, loss = correct / n, loss_sum / n
+        res = evaluate_predicted(model, params, x, y, self.eval_batch)
+        acc, loss, n = res.acc, res.loss, res.n
         if loss != loss:  # NaN: a degenerate network
             return float("nan")
         if self.metric == "acc":
