@@ -73,7 +73,7 @@ import torch
 from torch import nn
 
 from .base import InvalidArchitecture, RNGLike, SearchSpace, as_rng
-from .ops import ReLUConvBN
+from .ops import AvgPool, ReLUConvBN
 
 __all__ = ["OPS", "Genotype", "DartsSpace", "named", "build_network", "NetworkCIFAR",
            "Cell", "DARTS_V1", "DARTS_V2", "DARTS", "PC_DARTS", "PDARTS"]
@@ -432,7 +432,7 @@ def _make_op(name: str, C: int, stride: int) -> nn.Module:
     if name == "max_pool_3x3":
         return nn.MaxPool2d(3, stride=stride, padding=1)
     if name == "avg_pool_3x3":
-        return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+        return AvgPool(3, stride=stride, padding=1)
     if name == "skip_connect":
         return nn.Identity() if stride == 1 else FactorizedReduce(C, C)
     if name in ("sep_conv_3x3", "sep_conv_5x5"):

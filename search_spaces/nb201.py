@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from .base import InvalidArchitecture, RNGLike, SearchSpace, as_rng
-from .ops import ReLUConvBN
+from .ops import AvgPool, ReLUConvBN
 
 __all__ = ["OPS", "EDGES", "NB201Space", "build_network", "TinyNetwork", "InferCell",
            "ResNetBasicBlock", "ReLUConvBN"]
@@ -246,7 +246,7 @@ def _make_op(name: str, C: int) -> nn.Module:
     if name == "nor_conv_3x3":
         return ReLUConvBN(C, C, 3, 1, 1)
     if name == "avg_pool_3x3":
-        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+        return AvgPool(3, stride=1, padding=1)
     raise InvalidArchitecture(f"unknown op {name!r}; valid ops: {', '.join(OPS)}")
 
 
