@@ -84,9 +84,12 @@ def load_checkpoint(path: str | os.PathLike, required: Sequence[str] = (), what:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # zip / unpickling / weights_only errors come in several types
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        msg = str(e)
+        if "Unsupported global" in msg:
+            raise ValueError(f"{what} file {str(path)!r} holds objects other than tensors and plain "
+                             f"data; they are refused, since loading them could run code") from e
         raise ValueError(f"{what} file {str(path)!r} is damaged or not a torch file "
-                         f"({type(e).__name__}: {first}); restore it from a backup, or start "
+                         f"({type(e).__name__}: {_reason(msg)}); restore it from a backup, or start "
                          f"the run afresh in a new folder") from e
     if not isinstance(obj, dict):
         raise ValueError(f"{what} file {str(path)!r} holds a {type(obj).__name__}, expected a dict")
@@ -95,3 +98,11 @@ def load_checkpoint(path: str | os.PathLike, required: Sequence[str] = (), what:
         raise ValueError(f"{what} file {str(path)!r} lacks the key(s) {missing} "
                          f"(has: {sorted(map(str, obj))[:20]})")
     return obj
+
+
+def _reason(msg: str) -> str:
+    """The informative line of a torch.load error (weights_only errors bury it in advice)."""
+    tail = msg.split("WeightsUnpickler error:", 1)
+    text = tail[1] if len(tail) == 2 else msg
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[0][:200] if lines else ""
