@@ -354,7 +354,7 @@ class GHN2(nn.Module):
         return model
 
 
-def _config_int(config: Mapping[str, Any], key: str, value: Any, low: int, high: int) -> int:
+def _config_int(key: str, value: Any, low: int, high: int) -> int:
     # bools are ints in Python, and floats like 1e300 or inf would pass int() or overflow it
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
             or (isinstance(value, float) and (not math.isfinite(value) or not value.is_integer())):
@@ -387,13 +387,13 @@ def config_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
     shape = config["max_shape"]
     if not isinstance(shape, (list, tuple)) or len(shape) != 4:
         raise ValueError(f"GHN config max_shape must be 4 ints (out, in, h, w), got {shape!r}"[:200])
-    kw["max_shape"] = tuple(_config_int(config, f"max_shape[{i}]", v, 1, b["channels"] if i < 2 else b["spatial"])
+    kw["max_shape"] = tuple(_config_int(f"max_shape[{i}]", v, 1, b["channels"] if i < 2 else b["spatial"])
                             for i, v in enumerate(shape))
     if kw["max_shape"][2] != kw["max_shape"][3]:
         raise ValueError(f"GHN config max_shape must have equal spatial sizes, got {kw['max_shape']}")
-    kw["num_classes"] = _config_int(config, "num_classes", config["num_classes"], 1, b["num_classes"])
+    kw["num_classes"] = _config_int("num_classes", config["num_classes"], 1, b["num_classes"])
     if "hid" in config:
-        kw["hid"] = _config_int(config, "hid", config["hid"], 4, b["hid"])
+        kw["hid"] = _config_int("hid", config["hid"], 4, b["hid"])
         if kw["hid"] % 4:
             raise ValueError(f"GHN config hid must be a multiple of 4, got {kw['hid']}")
     for key, valid in (("hypernet", HYPERNETS), ("decoder", DECODERS)):
@@ -408,7 +408,7 @@ def config_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
     kw["weight_norm"] = bool(config.get("weight_norm", False))
     kw["layernorm"] = bool(config.get("layernorm", False))
     if "ve_cutoff" in config:
-        kw["ve_cutoff"] = _config_int(config, "ve_cutoff", config["ve_cutoff"], 1, b["ve_cutoff"])
+        kw["ve_cutoff"] = _config_int("ve_cutoff", config["ve_cutoff"], 1, b["ve_cutoff"])
     else:
         kw["ve_cutoff"] = PPUDA_VE_CUTOFF if config.get("ve", False) else 1
     return kw
