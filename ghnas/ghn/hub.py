@@ -195,6 +195,7 @@ def save_ghn(ghn: GHN2, path: str | os.PathLike, epoch: int = 0,
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
     """Load a checkpoint dict with ``weights_only=True`` and check its layout."""
+    # not ghnas._io.load_checkpoint: these messages speak of ppuda's format, which users meet here
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt / non-torch / unsafe files
