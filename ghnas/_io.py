@@ -1,12 +1,14 @@
 """Atomic file writes: every output of ghnas is written to a temporary file in the
-target folder and renamed into place, so an interrupted job never leaves a torn file."""
+target folder and renamed into place, so an interrupted job never leaves a torn file.
+And the reading side: :func:`load_checkpoint` turns a damaged resume file into one
+clear error."""
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 
 @contextlib.contextmanager
@@ -55,3 +57,52 @@ def atomic_savefig(fig: Any, path: str | os.PathLike, dpi: int = 120, **kwargs: 
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=dpi, format="png", **kwargs)
     return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, required: Sequence[str] = (), what: str = "checkpoint") -> dict:
+    """Read a ``torch.save``'d dict with ``weights_only=True``; one clear error if it is damaged.
+
+    Args:
+        path: the file, e.g. a meta-training run's ``state.pt``.
+        required: keys the dict must have.
+        what: what the file is, for the messages (``"meta-training state"``).
+
+    Returns:
+        the dict, its tensors on the CPU.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is truncated, corrupt, not a torch file, would need code to
+            load (``weights_only`` refuses it), is not a dict, or lacks a required key; the
+            message names the file and the reason in one line.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {str(path)!r} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # zip / unpickling / weights_only errors come in several types
+        msg = str(e)
+        if "Unsupported global" in msg:
+            raise ValueError(f"{what} file {str(path)!r} holds objects other than tensors and plain "
+                             f"data; they are refused, since loading them could run code") from e
+        raise ValueError(f"{what} file {str(path)!r} is damaged or not a torch file "
+                         f"({type(e).__name__}: {_reason(msg)}); restore it from a backup, or start "
+                         f"the run afresh in a new folder") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what} file {str(path)!r} holds a {type(obj).__name__}, expected a dict")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise ValueError(f"{what} file {str(path)!r} lacks the key(s) {missing} "
+                         f"(has: {sorted(map(str, obj))[:20]})")
+    return obj
+
+
+def _reason(msg: str) -> str:
+    """The informative line of a torch.load error (weights_only errors bury it in advice)."""
+    tail = msg.split("WeightsUnpickler error:", 1)
+    text = tail[1] if len(tail) == 2 else msg
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[0][:200] if lines else ""

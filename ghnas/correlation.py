@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import math
 import os
@@ -96,10 +97,17 @@ def _read_table(path: str | os.PathLike, needed: Sequence[str]) -> tuple[list[st
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ground-truth file {str(path)!r} does not exist")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header: list[str] | None = None
-        rows: list[tuple[int, dict[str, str]]] = []
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}, line {line}: byte {data[e.start:e.start + 1]!r} is not UTF-8 "
+                         f"({e.reason}); save the file as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    rows: list[tuple[int, dict[str, str]]] = []
+    try:
         for raw in reader:
             if not raw or all(not c.strip() for c in raw):
                 continue  # blank lines carry no data
@@ -117,11 +125,18 @@ def _read_table(path: str | os.PathLike, needed: Sequence[str]) -> tuple[list[st
                     f"(columns {header}) but found {len(raw)}"
                 )
             rows.append((reader.line_num, dict(zip(header, raw))))
+    except csv.Error as e:  # e.g. a field over csv's size limit
+        raise ValueError(f"{path}, line {reader.line_num}: not readable as CSV ({e})") from None
     if header is None:
         raise ValueError(f"{path}: the file is empty (expected a header with columns {list(needed)})")
     if not rows:
         raise ValueError(f"{path}: the file has a header {header} but no data rows")
     return header, rows
+
+
+def _short(text: str, limit: int = 100) -> str:
+    """A cell quoted for an error message: at most ``limit`` characters of it."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def _parse_float(text: str, path: Path, line: int, col: str, header: list[str], *, finite: bool) -> float:
@@ -133,7 +148,7 @@ def _parse_float(text: str, path: Path, line: int, col: str, header: list[str], 
     if value is None or (finite and not math.isfinite(value)):
         what = "a finite number" if finite else "a number"
         raise ValueError(
-            f"{path}, line {line}, column {col!r}: bad value {text!r} (expected {what}; "
+            f"{path}, line {line}, column {col!r}: bad value {_short(text)} (expected {what}; "
             f"the file has columns {header})"
         )
     return value
@@ -150,7 +165,7 @@ def _canonical_arch(arch: str, space, path: Path, line: int, col: str) -> str:
     except ValueError as err:  # search_spaces.base.InvalidArchitecture is a ValueError
         name = getattr(space, "name", type(space).__name__)
         raise ValueError(
-            f"{path}, line {line}, column {col!r}: {arch!r} is not a valid {name} "
+            f"{path}, line {line}, column {col!r}: {_short(arch)} is not a valid {name} "
             f"architecture: {err}"
         ) from err
 

@@ -601,15 +601,12 @@ def plot_curve(history: Sequence[dict], evals: Sequence[dict], path: Path, title
 
 
 def _load_state(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a torn or foreign file: say which, not a pickle traceback
-        raise ValueError(f"cannot read the meta-training checkpoint {path}: {type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200] if str(e) else ''} (delete it to start over, or restore "
-                         "a copy)") from None
-    missing = {"config", "ghn", "optimizer", "step"} - set(state if isinstance(state, dict) else ())
-    if missing:
-        raise ValueError(f"{path} is not a ghnas meta-training checkpoint (missing {sorted(missing)})")
+    from ghnas._io import load_checkpoint
+    from ghnas.ghn.hub import check_finite
+
+    state = load_checkpoint(path, required=("config", "ghn", "optimizer", "step", "history", "evals",
+                                            "seconds", "best"), what="meta-training state")
+    check_finite(state["ghn"], str(path))
     return state
 
 

@@ -32,13 +32,16 @@ __all__ = ["warm_start", "resolve_ghn_arg", "reset_batchnorm", "calibrate_batchn
 
 
 def resolve_ghn_arg(ghn: Any, device: str | torch.device = "cpu"):
-    """A GHN from a registered name, a checkpoint path, or a ``GHN2`` instance (returned as is)."""
+    """A GHN from a registered name, a checkpoint path, or a ``GHN2`` instance (returned as
+    is); ``ValueError`` if its weights are not all finite."""
     if isinstance(ghn, (str, os.PathLike)):
         from .ghn import load_ghn
 
         return load_ghn(ghn, device=device)
     if isinstance(ghn, nn.Module) and hasattr(ghn, "predict"):
-        return ghn
+        from .ghn.hub import check_ghn_weights
+
+        return check_ghn_weights(ghn)  # a GHN with NaN weights predicts NaN networks
     raise TypeError(f"ghn must be a GHN name, a checkpoint path or a GHN2 instance, not {type(ghn).__name__}")
 
 
@@ -121,6 +124,10 @@ def warm_start(model: nn.Module, ghn: Any, *, data: Any = None, calib_batches: i
         calib_batches, batch_size, seed: how the calibration batches are drawn.
         input_shape: input shape for graph extraction (default ``(1, 3, 32, 32)``).
 
+    Raises:
+        ValueError: the GHN's weights or its prediction hold NaN or inf (the model is
+            then left untouched), or calibration gave non-finite batch-norm statistics.
+
     Returns:
         ``model`` itself: every parameter the forward pass uses holds the GHN's
         prediction; parameters that the forward pass never touches (ops made dead by
@@ -149,6 +156,10 @@ def warm_start(model: nn.Module, ghn: Any, *, data: Any = None, calib_batches: i
         with torch.no_grad():
             pred = net.predict([graph])[0]
     net.train(was_training)
+    from .ghn.hub import check_finite
+
+    # before the model is touched: a finite GHN can still predict inf (overflow) or NaN
+    check_finite(pred, f"the GHN's prediction for this {type(model).__name__}")
     params = dict(model.named_parameters())
     unknown = [k for k in pred if k not in params]
     if unknown:
@@ -165,5 +176,8 @@ def warm_start(model: nn.Module, ghn: Any, *, data: Any = None, calib_batches: i
     reset_batchnorm(model)
     if data is not None and calib_batches > 0:
         calibrate_batchnorm(model, data, calib_batches, batch_size, seed)
+        # predicted weights can be finite yet blow up activations into inf statistics
+        check_finite(dict(model.named_buffers()), f"warm_start: the batch-norm statistics of this "
+                                                  f"{type(model).__name__} after calibration")
     model.train()
     return model

@@ -22,13 +22,24 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import reprlib
 from typing import Any, Iterator, Union
 
 import numpy as np
 
 RNGLike = Union[int, np.random.Generator, None]
 
-__all__ = ["InvalidArchitecture", "SearchSpace", "RNGLike", "as_rng"]
+__all__ = ["InvalidArchitecture", "SearchSpace", "RNGLike", "as_rng", "MAX_ARCH_LENGTH", "short_repr",
+           "check_arch_text"]
+
+#: longest architecture string any space parses: the canonical strings are a few hundred
+#: characters, so anything far longer is a mistake or hostile, and is refused before parsing
+MAX_ARCH_LENGTH = 10_000
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
+_REPR.maxlevel = 3
 
 
 class InvalidArchitecture(ValueError):
@@ -36,6 +47,33 @@ class InvalidArchitecture(ValueError):
 
     The message names the offending part and what would be valid.
     """
+
+
+def short_repr(obj: Any, limit: int = 60) -> str:
+    """``repr(obj)`` cut to about ``limit`` characters, so error messages stay short
+    whatever the input. A long string is quoted by its first ``limit`` characters
+    followed by ``...`` and its length."""
+    if isinstance(obj, str):
+        if len(obj) <= limit:
+            return repr(obj)
+        return f"{obj[:limit]!r}... ({len(obj)} characters)"
+    text = _REPR.repr(obj)
+    return text if len(text) <= 2 * limit else text[:2 * limit] + "..."
+
+
+def check_arch_text(arch: Any, space_name: str) -> str:
+    """``arch`` itself if it is a str of at most :data:`MAX_ARCH_LENGTH` characters.
+
+    Raises:
+        InvalidArchitecture: not a str, or too long (the message quotes a short prefix).
+    """
+    if not isinstance(arch, str):
+        raise InvalidArchitecture(f"{space_name} architecture must be a str, not {type(arch).__name__}")
+    if len(arch) > MAX_ARCH_LENGTH:
+        raise InvalidArchitecture(
+            f"{space_name} architecture string has {len(arch)} characters; the limit is {MAX_ARCH_LENGTH} "
+            f"(it starts {short_repr(arch[:40])})")
+    return arch
 
 
 def as_rng(rng: RNGLike) -> np.random.Generator:
@@ -145,7 +183,13 @@ class SearchSpace(abc.ABC):
         """
 
     def hash(self, arch: str) -> str:
-        """Hex digest that is equal for equivalent architectures (for de-duplication)."""
+        """Hex digest that is equal for equivalent architectures (for de-duplication).
+
+        Two architectures get the same hash exactly when their :meth:`canonical`
+        strings are equal, i.e. under the equivalence the space documents there (see
+        each space's module docstring). ``sample_many(unique=True)`` and the search
+        strategies count distinct architectures by this hash.
+        """
         return hashlib.sha256(f"{self.name}:{self.canonical(arch)}".encode()).hexdigest()[:32]
 
     # ----------------------------------------------------------------- vectors

@@ -15,7 +15,11 @@ must differ (as in DARTS' discretisation and NAS-Bench-301), and both concat lis
 Parsing is lenient: whitespace, quote style, lists or tuples, ``range(2, 6)`` for the
 concat lists, positional fields, a ``{'normal': ..., ...}`` dict, or the name of a
 published genotype (:func:`named`: ``DARTS_V1``, ``DARTS_V2`` (= ``DARTS``),
-``PC_DARTS``, ``PDARTS``; case-insensitive). It uses :mod:`ast` and never ``eval``.
+``PC_DARTS``, ``PDARTS``; case-insensitive). It uses a small parser of its own, never
+``eval``: it reads Python literals, ``range(...)`` and the ``Genotype(...)`` call only,
+iteratively (no recursion, brackets nested at most 16 deep), in strings of at most
+:data:`~search_spaces.base.MAX_ARCH_LENGTH` characters; every failure is an
+:class:`~search_spaces.base.InvalidArchitecture` whose message quotes a short prefix.
 
 Structured form: :class:`Genotype` (a NamedTuple of tuples).
 
@@ -66,13 +70,15 @@ Example:
 from __future__ import annotations
 
 import ast
+import re
+from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from .base import InvalidArchitecture, RNGLike, SearchSpace, as_rng
+from .base import InvalidArchitecture, RNGLike, SearchSpace, as_rng, check_arch_text, short_repr
 from .ops import AvgPool, ReLUConvBN
 
 __all__ = ["OPS", "Genotype", "DartsSpace", "named", "build_network", "NetworkCIFAR",
@@ -155,20 +161,232 @@ _HINT = ("expected Genotype(normal=[(op, j), ... 8 pairs], normal_concat=[2, 3, 
          "reduce=[... 8 pairs], reduce_concat=[2, 3, 4, 5]) or a name: " + ", ".join(_NAMED))
 
 
-def _literal(node: ast.AST, what: str) -> Any:
-    """A Python literal, where ``range(a[, b[, c]])`` is allowed (old DARTS genotypes use it)."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range" \
-            and not node.keywords:
-        args = [_literal(a, what) for a in node.args]
+# The genotype text is read by a small tokenizer and an iterative parser (an explicit
+# stack, no recursion, a nesting limit) into the tiny tree below; Python's own ``ast``
+# recurses in C and fails with RecursionError / MemoryError on hostile nesting.
+_MAX_DEPTH = 16  # a genotype nests 3 deep: Genotype( [ ( ... ) ] )
+_TOKEN = re.compile(r"""
+    (?P<ws>\s+)
+  | (?P<str>'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")
+  | (?P<num>(?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)
+  | (?P<name>[A-Za-z_][A-Za-z_0-9]*)
+  | (?P<op>\*\*|//|==|!=|<=|>=|<<|>>|[-+*/%@&|^~<>()\[\]{},:=.;!])
+""", re.VERBOSE | re.ASCII)
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+_CONSTANTS = {"True": True, "False": False, "None": None}
+
+
+@dataclass
+class _Node:
+    """One value of the genotype text: ``kind`` is const, name, seq, dict, call, attr or bad."""
+
+    kind: str
+    value: Any = None  # const: the value; name: dotted name; attr: attribute name; bad: source text
+    items: list = field(default_factory=list)  # seq: nodes; dict: (key, value); call: args
+    keywords: list = field(default_factory=list)  # call: (name, node)
+    func: "_Node | None" = None  # call / attr: the called or accessed node
+
+
+@dataclass
+class _Frame:
+    """An open bracket of the parser's stack."""
+
+    opener: str  # '(', '[', '{', or '' for the whole text
+    func: _Node | None  # the called node when '(' opens a call
+    start: int  # where the current item starts in the text
+    items: list = field(default_factory=list)
+    keywords: list = field(default_factory=list)
+    key: _Node | None = None  # dict: key waiting for its value
+    keyword: str | None = None  # call: keyword waiting for its value
+    comma: bool = False  # '(' with a comma is a tuple, without one just parentheses
+    operator: bool = False  # the current item uses an operator: not a literal
+
+
+def _syntax_error(text: str, pos: int, why: str) -> InvalidArchitecture:
+    return InvalidArchitecture(f"cannot parse DARTS genotype {short_repr(text)} ({why} at character {pos}); {_HINT}")
+
+
+def _tokens(text: str):
+    """(kind, value, position) of each token, ending with ('end', None, len(text))."""
+    pos, n = 0, len(text)
+    while pos < n:
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            raise _syntax_error(text, pos, f"unexpected character {text[pos]!r}")
+        kind = m.lastgroup
+        if kind != "ws":
+            tok = m.group()
+            if kind == "str":
+                try:
+                    yield "const", ast.literal_eval(tok), pos  # one flat string token
+                except (ValueError, SyntaxError):
+                    raise _syntax_error(text, pos, "bad string literal") from None
+            elif kind == "num":
+                try:
+                    yield "const", ast.literal_eval(tok.replace("_", "")), pos
+                except (ValueError, SyntaxError):  # e.g. an int of more than 4300 digits
+                    raise _syntax_error(text, pos, "bad number") from None
+            elif kind == "name" and tok in _CONSTANTS:
+                yield "const", _CONSTANTS[tok], pos
+            else:
+                yield kind, tok, pos
+        pos = m.end()
+    yield "end", None, n
+
+
+def _parse_tree(text: str) -> _Node:
+    """Parse genotype text into a :class:`_Node` tree, iteratively."""
+    stack = [_Frame("", None, 0)]
+    cur: _Node | None = None  # the value just read, awaiting ',', a closer, '.' or '('
+    sign: int | None = None  # unary +/- read before a number
+    dot = False  # '.' read after a value
+    for kind, tok, pos in _tokens(text):
+        top = stack[-1]
+        if cur is None:  # a value is expected
+            if kind == "const":
+                if sign is not None:
+                    if type(tok) not in (int, float):
+                        top.operator = True
+                    else:
+                        tok = sign * tok
+                    sign = None
+                cur = _Node("const", tok)
+            elif kind == "name":
+                cur = _Node("name", tok)
+                if sign is not None:
+                    top.operator, sign = True, None
+            elif kind == "op" and tok in "+-" and sign is None:
+                sign = -1 if tok == "-" else 1
+            elif kind == "op" and tok in _OPEN:
+                if len(stack) > _MAX_DEPTH:
+                    raise _syntax_error(text, pos, f"nested more than {_MAX_DEPTH} deep")
+                if sign is not None:
+                    top.operator, sign = True, None
+                stack.append(_Frame(tok, None, pos + 1))
+            elif kind == "op" and tok in ")]}" and top.opener and _OPEN[top.opener] == tok \
+                    and top.key is None and top.keyword is None and sign is None and not top.operator:
+                cur = _close(stack.pop())  # empty brackets or a trailing comma
+            else:
+                raise _syntax_error(text, pos, "expected a value" if kind != "end" else "unexpected end")
+            continue
+        # a value has been read
+        if dot:  # after '.': an attribute name must follow
+            if kind != "name":
+                raise _syntax_error(text, pos, "expected a name after '.'")
+            cur = _Node("name", f"{cur.value}.{tok}") if cur.kind == "name" else _Node("attr", tok, func=cur)
+            dot = False
+            continue
+        if kind == "op" and tok == ".":
+            dot = True
+            continue
+        if kind == "op" and tok == "(":
+            if len(stack) > _MAX_DEPTH:
+                raise _syntax_error(text, pos, f"nested more than {_MAX_DEPTH} deep")
+            stack.append(_Frame("(", cur, pos + 1))
+            cur = None
+            continue
+        if kind == "op" and tok == "=" and top.func is not None and cur.kind == "name" \
+                and "." not in cur.value and top.keyword is None and not top.operator:
+            top.keyword, cur = cur.value, None
+            top.start = pos + 1
+            continue
+        if kind == "op" and tok == ":" and top.opener == "{" and top.key is None:
+            top.key, cur = _item(text, top, cur, pos), None
+            top.start, top.operator = pos + 1, False
+            continue
+        if kind == "op" and tok in (",", ")", "]", "}") or kind == "end":
+            node = _item(text, top, cur, pos)
+            cur = None
+            if top.opener == "{":
+                if top.key is None:
+                    raise _syntax_error(text, pos, "expected 'key: value' in a dict")
+                top.items.append((top.key, node))
+                top.key = None
+            elif top.keyword is not None:
+                top.keywords.append((top.keyword, node))
+                top.keyword = None
+            elif top.keywords:
+                raise _syntax_error(text, pos, "positional argument after a keyword argument")
+            else:
+                top.items.append(node)
+            top.start, top.operator = pos + 1, False
+            if kind == "end":
+                if len(stack) > 1:
+                    raise _syntax_error(text, pos, f"unclosed {stack[-1].opener!r}")
+                return top.items[0]
+            if tok == ",":
+                if not top.opener:
+                    raise _syntax_error(text, pos, "',' outside brackets")
+                top.comma = True
+                continue
+            if not top.opener or _OPEN[top.opener] != tok:
+                raise _syntax_error(text, pos, f"unmatched {tok!r}")
+            cur = _close(stack.pop())
+            continue
+        if kind == "op" and tok not in "()[]{},:=.;":
+            top.operator = True  # a binary operator: the item is no literal, but keep reading
+            cur = None
+            continue
+        raise _syntax_error(text, pos, f"unexpected {tok!r}" if kind != "end" else "unexpected end")
+    raise AssertionError("unreachable: the token stream always ends with 'end'")
+
+
+def _item(text: str, frame: _Frame, node: _Node, pos: int) -> _Node:
+    """The finished item of ``frame``: ``node``, or a 'bad' node if it used an operator."""
+    if frame.operator:
+        return _Node("bad", text[frame.start:pos].strip())
+    return node
+
+
+def _close(frame: _Frame) -> _Node:
+    if frame.func is not None:
+        return _Node("call", items=frame.items, keywords=frame.keywords, func=frame.func)
+    if frame.opener == "{":
+        return _Node("dict", items=frame.items)
+    if frame.opener == "(" and len(frame.items) == 1 and not frame.comma:
+        return frame.items[0]  # parentheses around one value
+    return _Node("seq", items=frame.items)
+
+
+def _source(node: _Node) -> str:
+    """A short description of a node for error messages."""
+    if node.kind == "bad":
+        return short_repr(node.value)
+    if node.kind == "name":
+        return short_repr(node.value)
+    if node.kind == "call":
+        return f"a call of {_source(node.func) if node.func is not None else '?'}"
+    if node.kind == "attr":
+        return f"an attribute {short_repr(node.value)}"
+    return f"a {node.kind}"
+
+
+def _literal(node: _Node, what: str) -> Any:
+    """A Python value, where ``range(a[, b[, c]])`` is allowed (old DARTS genotypes use it).
+
+    Recursion here is bounded by the parser's nesting limit.
+    """
+    if node.kind == "const":
+        return node.value
+    if node.kind == "seq":
+        return [_literal(e, what) for e in node.items]
+    if node.kind == "call" and node.func is not None and node.func.kind == "name" \
+            and node.func.value == "range" and not node.keywords:
+        args = [_literal(a, what) for a in node.items]
         if not (1 <= len(args) <= 3 and all(type(a) is int for a in args)):
             raise InvalidArchitecture(f"{what}: range() takes 1 to 3 integers")
+        if any(abs(a) > 10**6 for a in args):
+            raise InvalidArchitecture(f"{what}: range() bounds must lie within +-10**6")
         return list(range(*args))
-    if isinstance(node, (ast.List, ast.Tuple)):
-        return [_literal(e, what) for e in node.elts]
-    try:
-        return ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        raise InvalidArchitecture(f"{what} must be a literal, got {ast.unparse(node)!r}; {_HINT}") from None
+    if node.kind == "dict":
+        out = {}
+        for k, v in node.items:
+            key = _literal(k, what)
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                raise InvalidArchitecture(f"{what}: dict keys must be strings or numbers, got {short_repr(key)}")
+            out[key] = _literal(v, what)
+        return out
+    raise InvalidArchitecture(f"{what} must be a literal, got {_source(node)}; {_HINT}")
 
 
 def _name_key(text: str) -> str:
@@ -177,7 +395,7 @@ def _name_key(text: str) -> str:
 
 def _check_cell(pairs: Any, which: str) -> tuple[Pair, ...]:
     if not isinstance(pairs, (list, tuple)):
-        raise InvalidArchitecture(f"{which} must be a list of 8 (op, input) pairs, got {pairs!r}")
+        raise InvalidArchitecture(f"{which} must be a list of 8 (op, input) pairs, got {short_repr(pairs)}")
     if len(pairs) != 2 * N_NODES:
         raise InvalidArchitecture(
             f"{which} has {len(pairs)} pairs; it needs {2 * N_NODES} (two inputs for each of "
@@ -186,16 +404,16 @@ def _check_cell(pairs: Any, which: str) -> tuple[Pair, ...]:
     for p, pair in enumerate(pairs):
         k = p // 2
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
-            raise InvalidArchitecture(f"{which} pair {p} must be (op, input), got {pair!r}")
+            raise InvalidArchitecture(f"{which} pair {p} must be (op, input), got {short_repr(pair)}")
         op, j = pair
         if not isinstance(op, str) or op not in OPS:
             raise InvalidArchitecture(
-                f"unknown op {op!r} in {which} pair {p}; valid ops: {', '.join(OPS)}")
+                f"unknown op {short_repr(op)} in {which} pair {p}; valid ops: {', '.join(OPS)}")
         if isinstance(j, np.integer):
             j = int(j)
         if type(j) is not int or not 0 <= j < k + 2:
             raise InvalidArchitecture(
-                f"bad input {j!r} in {which} pair {p} {tuple(pair)!r}: node {k} may use inputs "
+                f"bad input {short_repr(j)} in {which} pair {p} {short_repr(tuple(pair))}: node {k} may use inputs "
                 f"{', '.join(map(str, range(k + 2)))} (0 = c_(k-2), 1 = c_(k-1), j >= 2 = node j-2)")
         out.append((op, j))
     for k in range(N_NODES):
@@ -213,7 +431,7 @@ def _check_concat(concat: Any, which: str) -> tuple[int, ...]:
         values = None
     if values is None or values != CONCAT or not all(type(v) is int for v in values):
         raise InvalidArchitecture(
-            f"{which} must be {list(CONCAT)} (all intermediate nodes) in the DARTS space, got {concat!r}")
+            f"{which} must be {list(CONCAT)} (all intermediate nodes) in the DARTS space, got {short_repr(concat)}")
     return CONCAT
 
 
@@ -222,7 +440,7 @@ def _coerce(obj: Any) -> Genotype:
     if isinstance(obj, dict):
         unknown = set(obj) - set(FIELDS)
         if unknown:
-            raise InvalidArchitecture(f"unknown genotype field(s) {sorted(unknown)}; fields: {', '.join(FIELDS)}")
+            raise InvalidArchitecture(f"unknown genotype field(s) {short_repr(sorted(unknown, key=str))}; fields: {', '.join(FIELDS)}")
         missing = [f for f in FIELDS if f not in obj]
         if missing:
             raise InvalidArchitecture(f"genotype is missing field(s) {', '.join(missing)}; {_HINT}")
@@ -240,33 +458,32 @@ def _parse_text(text: str) -> Genotype:
     key = _name_key(text)
     if key in _NAMED:
         return _NAMED[key]
-    try:
-        tree = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError as e:
-        raise InvalidArchitecture(f"cannot parse DARTS genotype {text!r} ({e.msg}); {_HINT}") from None
-    if isinstance(tree, ast.Dict):
-        if any(k is None for k in tree.keys):
-            raise InvalidArchitecture(f"'**' is not allowed in a genotype; {_HINT}")
-        keys = [_literal(k, "field name") for k in tree.keys]
-        return _coerce({k: _literal(v, str(k)) for k, v in zip(keys, tree.values)})
-    func = tree.func if isinstance(tree, ast.Call) else None
-    fname = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+    if not text.strip():
+        raise InvalidArchitecture(f"cannot parse an empty DARTS genotype; {_HINT}")
+    tree = _parse_tree(text)
+    if tree.kind == "dict":
+        keys = [_literal(k, "field name") for k, _ in tree.items]
+        return _coerce({k: _literal(v, str(k)[:40]) for k, (_, v) in zip(keys, tree.items)})
+    fname = None
+    if tree.kind == "call" and tree.func is not None and tree.func.kind == "name":
+        fname = tree.func.value.rsplit(".", 1)[-1]  # Genotype or genotypes.Genotype
     if fname != "Genotype":
-        if isinstance(tree, ast.Name):
-            raise InvalidArchitecture(f"unknown genotype name {text.strip()!r}; known names: {', '.join(_NAMED)}")
-        raise InvalidArchitecture(f"not a DARTS genotype: {text!r}; {_HINT}")
-    if len(tree.args) > len(FIELDS):
-        raise InvalidArchitecture(f"Genotype takes {len(FIELDS)} fields, got {len(tree.args)} positional")
-    fields: dict[str, Any] = {}
-    for name, arg in zip(FIELDS, tree.args):
-        fields[name] = _literal(arg, name)
-    for kw in tree.keywords:
-        if kw.arg is None or kw.arg not in FIELDS:
+        if tree.kind == "name":
             raise InvalidArchitecture(
-                f"unknown Genotype field {kw.arg!r}; fields: {', '.join(FIELDS)}")
-        if kw.arg in fields:
-            raise InvalidArchitecture(f"Genotype field {kw.arg!r} given twice")
-        fields[kw.arg] = _literal(kw.value, kw.arg)
+                f"unknown genotype name {short_repr(text.strip())}; known names: {', '.join(_NAMED)}")
+        raise InvalidArchitecture(f"not a DARTS genotype: {short_repr(text)}; {_HINT}")
+    if len(tree.items) > len(FIELDS):
+        raise InvalidArchitecture(f"Genotype takes {len(FIELDS)} fields, got {len(tree.items)} positional")
+    fields: dict[str, Any] = {}
+    for name, arg in zip(FIELDS, tree.items):
+        fields[name] = _literal(arg, name)
+    for kw, value in tree.keywords:
+        if kw not in FIELDS:
+            raise InvalidArchitecture(
+                f"unknown Genotype field {short_repr(kw)}; fields: {', '.join(FIELDS)}")
+        if kw in fields:
+            raise InvalidArchitecture(f"Genotype field {kw!r} given twice")
+        fields[kw] = _literal(value, kw)
     return _coerce(fields)
 
 
@@ -278,9 +495,7 @@ class DartsSpace(SearchSpace):
     ops = OPS
 
     def parse(self, arch: str) -> Genotype:
-        if not isinstance(arch, str):
-            raise InvalidArchitecture(f"DARTS architecture must be a str, not {type(arch).__name__}")
-        return _parse_text(arch)
+        return _parse_text(check_arch_text(arch, "DARTS"))
 
     def format(self, obj: Any) -> str:
         """Canonical string of a :class:`Genotype` (or namedtuple / dict / string)."""
@@ -327,6 +542,9 @@ class DartsSpace(SearchSpace):
 
     # ----------------------------------------------------------------- identity
     def canonical(self, arch: str) -> str:
+        """The representative of ``arch``'s class: each node's two pairs sorted by (input,
+        op index). ``hash`` uses it; permutations of the intermediate nodes count as
+        different architectures (see the module docstring)."""
         geno = self._geno(arch)
 
         def sort_nodes(pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:

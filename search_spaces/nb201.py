@@ -9,7 +9,9 @@ benchmark's::
 
 node 1 | node 2 | node 3 separated by ``+``; ``op~j`` is the edge from node ``j``.
 Parsing accepts surrounding whitespace and edges of a node in any order; the canonical
-string lists them by input node.
+string lists them by input node. Strings longer than
+:data:`~search_spaces.base.MAX_ARCH_LENGTH` characters are refused before parsing, and
+error messages quote at most a short prefix of the input.
 
 Structured form (``parse``/``format``): a tuple of 3 nodes, each a tuple of
 ``(op, j)`` pairs sorted by ``j``, as in the benchmark's own ``Structure.nodes``.
@@ -17,13 +19,16 @@ Structured form (``parse``/``format``): a tuple of 3 nodes, each a tuple of
 Encoding: 6 ints, one per edge in the order (1<-0), (2<-0), (2<-1), (3<-0), (3<-1),
 (3<-2), each an index into :data:`OPS` (5 choices).
 
-Equivalence (``canonical`` / ``hash``):
+Equivalence (``canonical`` / ``hash``; 8,765 classes over the 15,625 cells):
   1. an edge that lies on no path from node 0 to node 3 made of non-``none`` edges cannot
      change the output, so it is replaced by ``none``;
   2. when the edge 1->2 is ``none``, nodes 1 and 2 are interchangeable, so the
      lexicographically smaller of the two labellings is kept.
   Caveat for (1): a conv edge whose input node is identically zero still adds its BN
   bias; the benchmark literature ignores this and so do we.
+  The benchmark's own isomorphism classes (6,466 "unique" cells; ``skip_connect`` counts
+  as the identity, so e.g. a conv after a skip equals the conv alone) are
+  ``hash(arch, equivalence='benchmark')``, see :meth:`NB201Space.benchmark_key`.
 
 Network (:func:`build_network`), as the benchmark's ``TinyNetwork`` (AutoDL-Projects):
 stem Conv3x3(3, C, no bias) + BN; three stages of ``N`` cells with C, 2C, 4C channels,
@@ -50,6 +55,7 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 from typing import Any, Iterator, Sequence
 
@@ -57,7 +63,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import InvalidArchitecture, RNGLike, SearchSpace, as_rng
+from .base import InvalidArchitecture, RNGLike, SearchSpace, as_rng, check_arch_text, short_repr
 from .ops import AvgPool, ReLUConvBN
 
 __all__ = ["OPS", "EDGES", "NB201Space", "build_network", "TinyNetwork", "InferCell",
@@ -68,6 +74,9 @@ OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", 
 #: (to_node, from_node) of each edge, in string / encoding order
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 N_NODES = 4
+#: values of ``NB201Space.hash(arch, equivalence=...)``
+EQUIVALENCES: tuple[str, ...] = ("default", "benchmark")
+_ZERO = "#"  # the zero term of NB201Space.benchmark_key
 
 Structure = tuple[tuple[tuple[str, int], ...], ...]
 
@@ -90,38 +99,38 @@ class NB201Space(SearchSpace):
 
     # ----------------------------------------------------------------- strings
     def parse(self, arch: str) -> Structure:
-        if not isinstance(arch, str):
-            raise InvalidArchitecture(f"NAS-Bench-201 architecture must be a str, not {type(arch).__name__}")
-        text = arch.strip()
+        text = check_arch_text(arch, "NAS-Bench-201").strip()
         hint = ("expected '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|' with ops "
                 f"{', '.join(OPS)}")
         if not text.startswith("|") or not text.endswith("|"):
-            raise InvalidArchitecture(f"NAS-Bench-201 string must start and end with '|': {arch!r}; {hint}")
+            raise InvalidArchitecture(
+                f"NAS-Bench-201 string must start and end with '|': {short_repr(arch)}; {hint}")
         node_texts = text.split("+")
         if len(node_texts) != N_NODES - 1:
             raise InvalidArchitecture(
                 f"NAS-Bench-201 string has {len(node_texts)} node(s) separated by '+', "
-                f"needs {N_NODES - 1}: {arch!r}; {hint}")
+                f"needs {N_NODES - 1}: {short_repr(arch)}; {hint}")
         nodes = []
         for i, node_text in enumerate(node_texts, start=1):
             node_text = node_text.strip()
             if len(node_text) < 2 or not (node_text.startswith("|") and node_text.endswith("|")):
-                raise InvalidArchitecture(f"node {i} {node_text!r} must look like '|op~j|...|'; {hint}")
+                raise InvalidArchitecture(f"node {i} {short_repr(node_text)} must look like '|op~j|...|'; {hint}")
             by_input: dict[int, str] = {}
             for edge_text in node_text[1:-1].split("|"):
                 edge_text = edge_text.strip()
                 op, sep, j_text = edge_text.partition("~")
                 op, j_text = op.strip(), j_text.strip()
                 if not sep:
-                    raise InvalidArchitecture(f"edge {edge_text!r} of node {i} must be 'op~j'; {hint}")
+                    raise InvalidArchitecture(f"edge {short_repr(edge_text)} of node {i} must be 'op~j'; {hint}")
                 if op not in OPS:
                     raise InvalidArchitecture(
-                        f"unknown op {op!r} in node {i} of {arch!r}; valid ops: {', '.join(OPS)}")
-                if not j_text.isdigit() or int(j_text) >= i:
+                        f"unknown op {short_repr(op)} in node {i} of {short_repr(arch)}; valid ops: {', '.join(OPS)}")
+                # ASCII digits only: str.isdigit() also accepts '²' or '١', which int() refuses
+                j = int(j_text) if j_text.isascii() and j_text.isdigit() and len(j_text) <= 3 else None
+                if j is None or j >= i:
                     raise InvalidArchitecture(
-                        f"bad input node {j_text!r} in edge {edge_text!r} of node {i}; "
+                        f"bad input node {short_repr(j_text)} in edge {short_repr(edge_text)} of node {i}; "
                         f"node {i} takes inputs from nodes {', '.join(map(str, range(i)))}")
-                j = int(j_text)
                 if j in by_input:
                     raise InvalidArchitecture(f"node {i} has two edges from node {j}; each input appears once")
                 by_input[j] = op
@@ -145,7 +154,7 @@ class NB201Space(SearchSpace):
         try:
             items = list(obj)
         except TypeError:
-            raise InvalidArchitecture(f"cannot format {obj!r} as a NAS-Bench-201 cell") from None
+            raise InvalidArchitecture(f"cannot format {short_repr(obj)} as a NAS-Bench-201 cell") from None
         if len(items) == len(EDGES) and all(isinstance(x, str) for x in items):
             ops = tuple(items)
         else:
@@ -154,15 +163,19 @@ class NB201Space(SearchSpace):
                     f"a NAS-Bench-201 structure has {N_NODES - 1} nodes (or give 6 op names), got {len(items)}")
             ops_list = []
             for i, node in enumerate(items, start=1):
-                node = sorted(((str(op), int(j)) for op, j in node), key=lambda e: e[1])
+                try:
+                    node = sorted(((str(op), int(j)) for op, j in node), key=lambda e: e[1])
+                except (TypeError, ValueError):
+                    raise InvalidArchitecture(
+                        f"node {i} must be a sequence of (op, input) pairs, got {short_repr(node)}") from None
                 if [j for _, j in node] != list(range(i)):
                     raise InvalidArchitecture(
-                        f"node {i} must have one edge from each of nodes {list(range(i))}, got {node}")
+                        f"node {i} must have one edge from each of nodes {list(range(i))}, got {short_repr(node)}")
                 ops_list.extend(op for op, _ in node)
             ops = tuple(ops_list)
         for op in ops:
             if op not in OPS:
-                raise InvalidArchitecture(f"unknown op {op!r}; valid ops: {', '.join(OPS)}")
+                raise InvalidArchitecture(f"unknown op {short_repr(op)}; valid ops: {', '.join(OPS)}")
         return ops
 
     # ----------------------------------------------------------------- random moves
@@ -189,6 +202,8 @@ class NB201Space(SearchSpace):
 
     # ----------------------------------------------------------------- identity
     def canonical(self, arch: str) -> str:
+        """The representative of ``arch`` under ghnas' equivalence (module docstring:
+        dead edges become ``none``, nodes 1 and 2 swap when unlinked): 8,765 classes."""
         ops = list(self._ops_of(arch))
         live = [op != "none" for op in ops]
         edge_index = {e: k for k, e in enumerate(EDGES)}
@@ -209,6 +224,61 @@ class NB201Space(SearchSpace):
             key = lambda o: [OPS.index(x) for x in o]  # noqa: E731
             ops = min(ops, swapped, key=key)
         return self.format(ops)
+
+    def hash(self, arch: str, equivalence: str = "default") -> str:
+        """Hex digest equal for equivalent architectures.
+
+        Args:
+            arch: a NAS-Bench-201 string.
+            equivalence: ``'default'``: ghnas' own (:meth:`canonical`, 8,765 classes
+                over the 15,625 cells), used everywhere in ghnas for de-duplication;
+                ``'benchmark'``: the benchmark's isomorphism classes
+                (:meth:`benchmark_key`, 6,466 classes).
+        """
+        if equivalence == "default":
+            return super().hash(arch)
+        if equivalence == "benchmark":
+            return hashlib.sha256(f"{self.name}-benchmark:{self.benchmark_key(arch)}".encode()).hexdigest()[:32]
+        raise ValueError(f"unknown equivalence {equivalence!r}; valid: {', '.join(EQUIVALENCES)}")
+
+    def benchmark_key(self, arch: str) -> str:
+        """NAS-Bench-201's own identity of a cell: the key of its unique architectures.
+
+        The benchmark (``Structure.to_unique_str(consider_zero=True)`` in AutoDL-Projects)
+        counts 6,466 unique cells of 15,625; this key gives exactly its classes. Each
+        node is written as a symbolic sum of its incoming edges, the terms sorted (so the
+        order of a sum does not matter, which also merges relabellings of nodes 1 and 2):
+        a ``none`` edge, or any edge leaving a zero node, is the term ``#`` (zero); a
+        ``skip_connect`` edge is its input's expression itself; another op is
+        ``(input)@op``. The output node's expression is the key, so edges that never
+        reach the output drop out.
+
+        As in the benchmark, zero terms stay in their sum (``x + 0`` differs from ``x``),
+        and a node counts as zero only when its whole sum is one zero term, which only
+        node 1 (a single input) can be; the default equivalence (:meth:`canonical`)
+        instead removes every edge off the live input-to-output paths.
+
+        Example:
+            >>> space = NB201Space()
+            >>> space.benchmark_key('|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|')
+            '#+#+0'
+        """
+        ops = self._ops_of(arch)
+        expr = ["0"]  # node 0: the cell input
+        k = 0
+        for i in range(1, N_NODES):
+            terms = []
+            for j in range(i):
+                op = ops[k]
+                k += 1
+                if op == "none" or expr[j] == _ZERO:
+                    terms.append(_ZERO)
+                elif op == "skip_connect":
+                    terms.append(expr[j])
+                else:
+                    terms.append(f"({expr[j]})@{op}")
+            expr.append("+".join(sorted(terms)))
+        return expr[-1]
 
     # ----------------------------------------------------------------- vectors
     @property

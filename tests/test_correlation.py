@@ -340,6 +340,27 @@ def test_read_truth_ragged_row(tmp_path):
         read_truth(p)
 
 
+def test_read_truth_decode_errors_name_file_and_line(tmp_path):
+    """Issue 12: a non-UTF-8 byte gave a UnicodeDecodeError naming neither file nor line."""
+    p = tmp_path / "latin1.csv"
+    p.write_bytes(b"arch,test_acc\nx,91\ny\xe9,90\n")
+    with pytest.raises(ValueError, match=r"latin1.csv, line 3: byte b'\\xe9' is not UTF-8"):
+        read_truth(p)
+    with pytest.raises(ValueError, match=r"latin1.csv, line 3"):
+        read_proxy_columns(p)
+    # a BOM is fine; a field beyond csv's size limit is a one-line error too
+    q = tmp_path / "bom.csv"
+    q.write_bytes("\ufeffarch,test_acc\nx,91\n".encode("utf-8"))
+    assert read_truth(q) == {"x": 91.0}
+    big = _write(tmp_path, "arch,test_acc\nx,91\n\"" + "y" * 200_000 + "\",90\n", "big.csv")
+    with pytest.raises(ValueError, match=r"big.csv, line 3: not readable as CSV"):
+        read_truth(big)
+    long_bad = _write(tmp_path, "arch,test_acc\nx,91\ny," + "9" * 5000 + "z\n", "long.csv")
+    with pytest.raises(ValueError, match=r"line 3, column 'test_acc': bad value '9999") as err:
+        read_truth(long_bad)
+    assert len(str(err.value)) < 400
+
+
 def test_read_truth_validates_against_space(tmp_path):
     import search_spaces
 

@@ -126,6 +126,31 @@ def test_malformed_genotypes(space, bad, needle):
     assert bad not in space
 
 
+@pytest.mark.parametrize("bad", [
+    "+".join(["1"] * 3000),           # RecursionError in Python's parser before
+    "-" * 6000 + "1",                 # MemoryError before
+    "[" * 3000 + "]" * 3000,
+    "Genotype(normal=" + "(" * 500 + ")" * 500 + ")",
+    "x" * 10_000_000,                 # 10 MB: echoed whole before (20 MB of stderr)
+    DARTS_V2.replace("normal=", "normal=" + "-" * 4000),
+    DARTS_V2.replace("'dil_conv_3x3', 2", "'" + "a" * 8000 + "', 2"),
+    "[1+]", "Genotype(normal=)", "{'normal' = 1}", "9" * 5000, "'\\N{nope}'",
+])
+def test_hostile_genotypes_fail_fast_and_briefly(space, bad):
+    with pytest.raises(InvalidArchitecture) as err:
+        space.parse(bad)
+    assert len(str(err.value)) < 500
+    assert (bad in space) is False
+
+
+def test_length_cap(space):
+    from search_spaces.base import MAX_ARCH_LENGTH
+    padded = DARTS_V2.replace(", ", "," + " " * 100)  # long but valid
+    assert len(padded) < MAX_ARCH_LENGTH and space.validate(padded) == DARTS_V2
+    with pytest.raises(InvalidArchitecture, match=f"the limit is {MAX_ARCH_LENGTH}"):
+        space.parse(DARTS_V2 + " " * MAX_ARCH_LENGTH)
+
+
 def test_non_string_inputs(space):
     with pytest.raises(InvalidArchitecture, match="must be a str"):
         space.parse(None)  # type: ignore[arg-type]

@@ -415,6 +415,54 @@ def test_load_errors(tmp_path):
             load_ghn(p)
 
 
+@pytest.mark.parametrize("cfg, match", [
+    ({"hid": 3000}, r"hid=3000 is out of range: valid values are 4..2048"),
+    ({"hid": 10**7}, r"hid=10000000 is out of range"),
+    ({"hid": float("inf")}, r"hid must be an integer, got inf"),
+    ({"hid": True}, r"hid must be an integer"),
+    ({"max_shape": [64, 64, 10**6, 10**6]}, r"max_shape\[2\]=1000000 is out of range"),
+    ({"max_shape": [10**9, 64, 11, 11]}, r"max_shape\[0\]=1000000000 is out of range"),
+    ({"max_shape": "64"}, r"max_shape must be 4 ints"),
+    ({"num_classes": 10**9}, r"num_classes=1000000000 is out of range"),
+    ({"ve_cutoff": 10**9}, r"ve_cutoff=1000000000 is out of range"),
+    # within the bounds, but the (small) state dict does not match: found on the meta device
+    ({"hid": 2048, "max_shape": [8192, 8192, 64, 64]}, r"state_dict\['ln.weight'\] has shape \(8,\), "
+                                                       r"expected \(2048,\)"),
+])
+def test_crafted_config_fails_fast_without_allocating(tmp_path, cfg, match):
+    """Issue 12: a 234 KB file with hid=3000 took 66 s and 19 GB before failing."""
+    ghn = small_ghn()
+    p = tmp_path / "crafted.pt"
+    torch.save({"state_dict": ghn.state_dict(), "config": {**ghn.config, **cfg}}, p)
+    import resource
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = __import__("time").perf_counter()
+    with pytest.raises(ValueError, match=match) as err:
+        load_ghn(p)
+    assert __import__("time").perf_counter() - t0 < 0.5
+    assert str(p) in str(err.value) and len(str(err.value)) < 600
+    # peak memory of the process grew by well under 100 MB (the full GHN would need GBs)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 100_000
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    ghn = small_ghn()
+    for bad in (float("nan"), float("inf")):
+        sd = ghn.state_dict()
+        sd["gnn.mlp.fc.0.weight"][0, 0] = bad
+        p = tmp_path / "nan.pt"
+        torch.save({"state_dict": sd, "config": ghn.config}, p)
+        with pytest.raises(ValueError, match=r"tensor 'gnn.mlp.fc.0.weight' holds 1 non-finite value"):
+            load_ghn(p)
+    sd = {**ghn.state_dict(), "embed.weight": torch.zeros(15, 8, dtype=torch.long)}
+    torch.save({"state_dict": sd, "config": ghn.config}, p)
+    with pytest.raises(ValueError, match=r"'embed.weight'\] is a torch.strided torch.int64 tensor"):
+        load_ghn(p)
+    with pytest.raises(ValueError, match="non-finite"):
+        hub.check_ghn_weights(ghn.apply(lambda m: m.weight.data.fill_(float("nan"))
+                                        if isinstance(m, nn.Embedding) else None))
+
+
 def test_git_blob_sha1_matches_git(tmp_path):
     p = tmp_path / "f.bin"
     p.write_bytes(os.urandom(1000))

@@ -115,6 +115,31 @@ def test_errors(ghn):
     assert not math.isnan(GHNProxy(ghn=ghn).eval_batch)
 
 
+def test_non_finite_ghns_are_refused_and_non_finite_networks_score_nan(ghn, batch, archs, tmp_path):
+    """Issue 12: a NaN GHN let search exit 0 with every score -inf."""
+    import copy
+
+    bad = copy.deepcopy(ghn)
+    with torch.no_grad():
+        bad.embed.weight[3, 1] = float("inf")
+    with pytest.raises(ValueError, match=r"GHNProxy: the GHN: tensor 'embed.weight' holds 1 non-finite"):
+        GHNProxy(ghn=bad)
+    torch.save({"state_dict": bad.state_dict(), "config": bad.config}, tmp_path / "inf.pt")
+    with pytest.raises(ValueError, match=r"inf.pt.*'embed.weight' holds 1 non-finite"):
+        score(archs[:1], "nb201", GHNProxy(ghn=str(tmp_path / "inf.pt")), data=batch, build_kwargs=BUILD,
+              progress=False)
+    # finite weights, non-finite predicted network: NaN under every metric (accuracy too),
+    # which score() ranks last (-inf) and a degenerate-result check can see
+    proxy = GHNProxy(ghn=ghn, metric="acc", eval_batch=20)
+    model = search_spaces.get("nb201").build(archs[0], **BUILD)
+    with torch.no_grad():
+        params = ghn.predict([model])[0]
+    params = {k: torch.full_like(v, float("nan")) for k, v in params.items()}
+    assert math.isnan(proxy._evaluate(model, params, [batch]))
+    params = {k: torch.full_like(v, 1e38) for k, v in params.items()}  # overflows to inf logits
+    assert math.isnan(proxy._evaluate(model, params, [batch]))
+
+
 def test_ghn_call_on_a_cell_with_dead_ops(ghn):
     # node 2 feeds nothing (its only outgoing edge is `none`): its ops never reach the output
     arch = "|avg_pool_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|skip_connect~1|none~2|"

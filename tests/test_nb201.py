@@ -85,6 +85,19 @@ def test_malformed_strings(space, bad, needle):
     assert bad not in space
 
 
+def test_hostile_strings_are_short_invalid_architectures(space):
+    # issue 12: a unicode digit gave a bare int() error; huge inputs were echoed whole
+    with pytest.raises(InvalidArchitecture, match="bad input node '²'"):
+        space.parse(EXAMPLE.replace("avg_pool_3x3~1", "avg_pool_3x3~²"))
+    assert EXAMPLE.replace("~0", "~٠") not in space  # Arabic-Indic zero
+    for bad in ("+".join(["1"] * 3000), "x" * 10_000_000, "|" + "none~0|" * 5000,
+                EXAMPLE.replace("~1", "~" + "1" * 5000)):
+        with pytest.raises(InvalidArchitecture) as err:
+            space.parse(bad)
+        assert len(str(err.value)) < 400
+        assert bad not in space
+
+
 def test_non_string_rejected(space):
     with pytest.raises(InvalidArchitecture, match="must be a str"):
         space.parse(123)  # type: ignore[arg-type]
@@ -183,6 +196,28 @@ def test_hash_equivalence_is_functional(space):
     mb.load_state_dict(sb)
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(ma(x), mb(x))
+
+
+def test_benchmark_equivalence_has_the_benchmarks_6466_classes(space):
+    """NAS-Bench-201 counts 6,466 unique cells up to isomorphism; ghnas' default: 8,765."""
+    archs = list(space.enumerate())
+    assert len({space.hash(a, equivalence="benchmark") for a in archs}) == 6466
+    # skip_connect is the identity there: conv after a skip equals the conv itself ...
+    a = "|skip_connect~0|+|none~0|none~1|+|none~0|nor_conv_3x3~1|none~2|"
+    b = "|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|"
+    assert space.hash(a, equivalence="benchmark") == space.hash(b, equivalence="benchmark")
+    assert space.hash(a) != space.hash(b)
+    # ... and the terms of a sum are unordered
+    c = "|skip_connect~0|+|none~0|none~1|+|avg_pool_3x3~0|nor_conv_3x3~1|none~2|"
+    d = "|skip_connect~0|+|none~0|none~1|+|nor_conv_3x3~0|avg_pool_3x3~1|none~2|"
+    assert space.benchmark_key(c) == space.benchmark_key(d) == "#+(0)@avg_pool_3x3+(0)@nor_conv_3x3"
+    # as in the benchmark, only node 1 can be zero: node 2 = 0 + 0 is kept as a term
+    e = "|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|skip_connect~2|"
+    assert space.benchmark_key(b) == "#+#+(0)@nor_conv_3x3"
+    assert space.benchmark_key(e) == "#+#+#+(0)@nor_conv_3x3"
+    assert space.hash(e) == space.hash(b)  # the default equivalence drops the dead edge
+    with pytest.raises(ValueError, match="unknown equivalence 'iso'; valid: default, benchmark"):
+        space.hash(a, equivalence="iso")
 
 
 # ----------------------------------------------------------------------------- vectors

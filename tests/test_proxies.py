@@ -381,6 +381,25 @@ def test_cache_file_resumes_after_interruption(counting, tmp_path):
         proxy_base._REGISTRY.pop("test_count_fail", None)
 
 
+def test_damaged_cache_lines_are_skipped_with_one_warning(counting, tmp_path):
+    """Issue 12: `"score": null` gave a traceback and one non-UTF-8 byte stopped the resume."""
+    cache = tmp_path / "scores.jsonl"
+    first = run([A1, A2, A3], cache=cache)
+    lines = cache.read_bytes().split(b"\n")
+    rec = json.loads(lines[1])
+    lines[1] = json.dumps({**rec, "score": None}).encode()          # line 2: score null
+    lines[2] = lines[2][:10] + b"\xff\xfe" + lines[2][10:]            # line 3: not UTF-8
+    cache.write_bytes(b"\n".join(lines[:3] + [b"[1, 2]", b'{"key": "other run", "score": null}', b""]))
+    counting.calls.clear()
+    with pytest.warns(UserWarning, match=r"scores.jsonl: skipped 3 unreadable line\(s\) of the score cache "
+                                         r"\(first: line 2: score 'None' is not a number\)") as rec_warn:
+        again = run([A1, A2, A3], cache=cache)
+    assert len([w for w in rec_warn if "score cache" in str(w.message)]) == 1
+    assert again.scores == first.scores
+    assert len(counting.calls) == 2  # only the unreadable ones are scored again
+    assert again.rows[0].cached and not again.rows[1].cached
+
+
 def test_invalid_architectures_are_named(counting):
     with pytest.raises(ValueError, match=r"2 invalid architecture\(s\).*'\|conv_9x9~0\|.*'oops'"):
         run([A1, "|conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|", "oops"])

@@ -137,6 +137,37 @@ def test_accepts_a_path_and_rejects_bad_ghns(ghn, tmp_path):
         warm_start(build(num_classes=5), ghn)
 
 
+def test_non_finite_ghns_and_predictions_never_reach_the_model(ghn, tmp_path):
+    """Issue 12: a GHN with NaN weights gave a network whose parameters were all NaN."""
+    import copy
+
+    from ghnas.integrations import warm_start as integration_warm_start
+
+    bad = copy.deepcopy(ghn)
+    with torch.no_grad():
+        bad.decoder.conv[2].bias[0] = float("nan")
+    model = build()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for fn in (warm_start, integration_warm_start):
+        with pytest.raises(ValueError, match=r"'decoder.conv.2.bias' holds 1 non-finite value"):
+            fn(model, bad)
+    torch.save({"state_dict": bad.state_dict(), "config": bad.config}, tmp_path / "nan.pt")
+    with pytest.raises(ValueError, match=r"nan.pt.*'decoder.conv.2.bias' holds 1 non-finite"):
+        warm_start(model, tmp_path / "nan.pt")
+    # finite weights whose prediction overflows are caught before the model is written
+    overflow = copy.deepcopy(ghn)
+    real_predict = overflow.predict
+    def predict(items, *a, **kw):
+        out = real_predict(items, *a, **kw)
+        name = next(iter(out[0]))
+        out[0][name] = torch.full_like(out[0][name], float("inf"))
+        return out
+    overflow.predict = predict
+    with pytest.raises(ValueError, match=r"prediction for this TinyNetwork: tensor 'stem.0.weight' holds"):
+        warm_start(model, overflow)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def _bench_module():
     path = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "bench_warm_start.py"
     spec = importlib.util.spec_from_file_location("bench_warm_start", path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import reprlib
 import urllib.request
 import warnings
 from collections import OrderedDict
@@ -194,6 +195,7 @@ def save_ghn(ghn: GHN2, path: str | os.PathLike, epoch: int = 0,
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
     """Load a checkpoint dict with ``weights_only=True`` and check its layout."""
+    # not ghnas._io.load_checkpoint: these messages speak of ppuda's format, which users meet here
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt / non-torch / unsafe files
@@ -209,11 +211,74 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return dict(ckpt)
 
 
+def check_finite(tensors: Mapping[str, Any], what: str) -> None:
+    """Raise ``ValueError`` naming the first floating tensor of ``tensors`` that holds a
+    NaN or an infinity (a diverged or tampered GHN predicts garbage silently otherwise)."""
+    for k, v in tensors.items():
+        if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex()) \
+                and v.device.type != "meta" and not bool(torch.isfinite(v).all()):
+            n_bad = int((~torch.isfinite(v)).sum())
+            raise ValueError(f"{what}: tensor {k!r} holds {n_bad} non-finite value(s) (NaN or inf) of "
+                             f"{v.numel()}; the GHN is unusable (diverged training or a damaged file)")
+
+
+def check_ghn_weights(ghn: torch.nn.Module, what: str = "GHN") -> torch.nn.Module:
+    """``ghn`` itself if all its parameters and buffers are finite, else ``ValueError``."""
+    check_finite(ghn.state_dict(), what)
+    return ghn
+
+
+def _short(obj: Any) -> str:
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlist, r.maxdict = 40, 40, 6, 10
+    return r.repr(obj)
+
+
+def _check_state(path: Path, config: Any, state: Mapping[str, Any]) -> None:
+    """Compare ``state`` with the tensors a GHN of ``config`` has, before building one.
+
+    The GHN is built on the meta device (shapes only, no memory), after
+    :func:`~ghnas.ghn.model.config_kwargs` has bounded the config: a crafted config
+    fails here in milliseconds instead of allocating what it asks for.
+    """
+    try:
+        with torch.device("meta"):
+            skeleton = GHN2.from_config(config)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{str(path)!r}: {e}") from e
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [str(k)[:60] for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
+        raise ValueError(f"{str(path)!r} does not match a GHN with config {_short(config)}: " + "; ".join(parts))
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f"{str(path)!r}: state_dict[{k!r}] is a {type(v).__name__}, not a tensor")
+        if v.layout != torch.strided or not v.is_floating_point():
+            raise ValueError(f"{str(path)!r}: state_dict[{k!r}] is a {v.layout} {v.dtype} tensor; "
+                             f"a GHN holds dense floating-point tensors only")
+        if tuple(v.shape) != expected[k]:
+            raise ValueError(f"{str(path)!r}: state_dict[{k!r}] has shape {tuple(v.shape)}, expected "
+                             f"{expected[k]} for config {_short(config)}")
+    check_finite(state, repr(str(path)))
+
+
 def load_ghn(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> GHN2:
     """Load a GHN by registered name (see :func:`available_ghns`) or checkpoint path.
 
     Builds :class:`GHN2` from the checkpoint's ``config`` and loads ``state_dict``
     strictly. The GHN is returned in eval mode on ``device``.
+
+    What a checkpoint file can do: it is read with ``weights_only=True`` (no code runs),
+    its config is bounded (:func:`~ghnas.ghn.model.config_kwargs`) and compared with the
+    state dict's keys and shapes before anything is allocated, and NaN/inf weights are
+    refused, each with a ``ValueError`` naming the file. A valid but badly trained GHN
+    still loads: its predictions are only as good as its training.
 
     Example:
         >>> import ghnas, torchvision
@@ -221,28 +286,10 @@ def load_ghn(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
         >>> net = ghn(torchvision.models.resnet50(num_classes=10))  # doctest: +SKIP
     """
     path = resolve_ghn(name_or_path)
-    ckpt = read_checkpoint(path, device)
-    try:
-        ghn = GHN2.from_config(ckpt["config"])
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{str(path)!r}: {e}") from e
+    ckpt = read_checkpoint(path, "cpu")
     state = {k: v for k, v in ckpt["state_dict"].items() if k not in _IGNORED_KEYS}
-    expected = ghn.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected}")
-        raise ValueError(f"{str(path)!r} does not match a GHN with config {ckpt['config']}: " + "; ".join(parts))
-    for k, v in state.items():
-        if not isinstance(v, torch.Tensor):
-            raise ValueError(f"{str(path)!r}: state_dict[{k!r}] is a {type(v).__name__}, not a tensor")
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise ValueError(f"{str(path)!r}: state_dict[{k!r}] has shape {tuple(v.shape)}, expected "
-                             f"{tuple(expected[k].shape)} for config {ckpt['config']}")
+    _check_state(path, ckpt["config"], state)
+    ghn = GHN2.from_config(ckpt["config"])
     ghn.load_state_dict(state, strict=True)
     ghn.epoch = ckpt.get("epoch")
     ghn.shape_enc.warn_unknown = not ckpt.get(META_TRAINED_KEY, False)

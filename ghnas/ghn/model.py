@@ -31,6 +31,10 @@ DECODERS = ("conv", "mlp")
 CONFIG_KEYS = ("max_shape", "num_classes", "hypernet", "decoder", "weight_norm", "ve", "layernorm", "hid",
                "ve_cutoff")
 PPUDA_VE_CUTOFF = 50  # ppuda builds graphs with 50-hop virtual edges whenever ve=True
+#: upper bounds on the config of a GHN read from a file (:meth:`GHN2.from_config`), far above
+#: any real GHN (ppuda's GHN-2: hid 32, max_shape (64, 64, 11, 11)); they keep a crafted
+#: config from building huge tables before its state dict is compared with it
+CONFIG_BOUNDS = {"hid": 2048, "channels": 8192, "spatial": 64, "num_classes": 100_000, "ve_cutoff": 10_000}
 
 
 def tile_to(w: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -188,32 +192,14 @@ class GHN2(nn.Module):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "GHN2":
-        """Build a GHN from a ppuda-style config dict (keys as in :attr:`config`)."""
-        if not isinstance(config, Mapping):
-            raise ValueError(f"GHN config must be a dict, got {type(config).__name__}")
-        unknown = sorted(set(config) - set(CONFIG_KEYS))
-        if unknown:
-            raise ValueError(f"unsupported GHN config key(s) {unknown}; valid keys: {', '.join(CONFIG_KEYS)}")
-        for req in ("max_shape", "num_classes"):
-            if req not in config:
-                raise ValueError(f"GHN config lacks the required key {req!r} (has: {sorted(config)})")
-        kw: dict[str, Any] = {k: config[k] for k in ("max_shape", "num_classes", "hypernet", "decoder",
-                                                     "weight_norm", "layernorm", "hid") if k in config}
-        if "ve_cutoff" in config:
-            kw["ve_cutoff"] = int(config["ve_cutoff"])
-        else:  # ppuda's defaults: ve=False, layernorm=False, weight_norm=False
-            kw["ve_cutoff"] = PPUDA_VE_CUTOFF if config.get("ve", False) else 1
-        kw.setdefault("weight_norm", False)
-        kw.setdefault("layernorm", False)
-        try:
-            max_shape = tuple(int(v) for v in kw["max_shape"])
-        except (TypeError, ValueError):
-            raise ValueError(f"GHN config max_shape must be 4 ints, got {kw['max_shape']!r}") from None
-        kw["max_shape"] = max_shape
-        for b in ("weight_norm", "layernorm"):
-            if not isinstance(kw[b], (bool, int)):
-                raise ValueError(f"GHN config {b} must be a bool, got {kw[b]!r}")
-        return cls(**kw)
+        """Build a GHN from a ppuda-style config dict (keys as in :attr:`config`).
+
+        The values are checked by :func:`config_kwargs` first, including the bounds of
+        :data:`CONFIG_BOUNDS`, so a crafted config fails with a ``ValueError`` instead
+        of allocating. Build under ``torch.device('meta')`` to get the parameter shapes
+        without allocating them (``load_ghn`` does, to compare them with a state dict).
+        """
+        return cls(**config_kwargs(config))
 
     # ------------------------------------------------------------------ graphs
     def prepare(self, items: Item | Sequence[Item] | GraphBatch,
@@ -366,6 +352,66 @@ class GHN2(nn.Module):
                     m.track_running_stats = False
                     m.training = True
         return model
+
+
+def _config_int(key: str, value: Any, low: int, high: int) -> int:
+    # bools are ints in Python, and floats like 1e300 or inf would pass int() or overflow it
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or (isinstance(value, float) and (not math.isfinite(value) or not value.is_integer())):
+        raise ValueError(f"GHN config {key} must be an integer, got {value!r}")
+    value = int(value)
+    if not low <= value <= high:
+        raise ValueError(f"GHN config {key}={value} is out of range: valid values are {low}..{high}")
+    return value
+
+
+def config_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a ppuda-style GHN config and turn it into :class:`GHN2` arguments.
+
+    Raises:
+        ValueError: naming the bad key and value: unknown or missing keys, wrong types,
+            or values outside :data:`CONFIG_BOUNDS` (``hid`` a multiple of 4 up to 2048,
+            ``max_shape`` 4 ints with channels up to 8192 and equal spatial sizes up
+            to 64, ``num_classes`` up to 100,000, ``ve_cutoff`` up to 10,000).
+    """
+    if not isinstance(config, Mapping):
+        raise ValueError(f"GHN config must be a dict, got {type(config).__name__}")
+    unknown = sorted(map(str, set(config) - set(CONFIG_KEYS)))
+    if unknown:
+        raise ValueError(f"unsupported GHN config key(s) {unknown[:10]}; valid keys: {', '.join(CONFIG_KEYS)}")
+    for req in ("max_shape", "num_classes"):
+        if req not in config:
+            raise ValueError(f"GHN config lacks the required key {req!r} (has: {sorted(config)})")
+    b = CONFIG_BOUNDS
+    kw: dict[str, Any] = {}
+    shape = config["max_shape"]
+    if not isinstance(shape, (list, tuple)) or len(shape) != 4:
+        raise ValueError(f"GHN config max_shape must be 4 ints (out, in, h, w), got {shape!r}"[:200])
+    kw["max_shape"] = tuple(_config_int(f"max_shape[{i}]", v, 1, b["channels"] if i < 2 else b["spatial"])
+                            for i, v in enumerate(shape))
+    if kw["max_shape"][2] != kw["max_shape"][3]:
+        raise ValueError(f"GHN config max_shape must have equal spatial sizes, got {kw['max_shape']}")
+    kw["num_classes"] = _config_int("num_classes", config["num_classes"], 1, b["num_classes"])
+    if "hid" in config:
+        kw["hid"] = _config_int("hid", config["hid"], 4, b["hid"])
+        if kw["hid"] % 4:
+            raise ValueError(f"GHN config hid must be a multiple of 4, got {kw['hid']}")
+    for key, valid in (("hypernet", HYPERNETS), ("decoder", DECODERS)):
+        if key in config:
+            if config[key] not in valid:
+                raise ValueError(f"unsupported {key} {config[key]!r}; valid: {', '.join(valid)}"[:200])
+            kw[key] = config[key]
+    # ppuda's defaults: ve=False, layernorm=False, weight_norm=False
+    for key in ("weight_norm", "layernorm", "ve"):
+        if key in config and not (isinstance(config[key], (bool, int)) and config[key] in (0, 1)):
+            raise ValueError(f"GHN config {key} must be a bool, got {config[key]!r}"[:200])
+    kw["weight_norm"] = bool(config.get("weight_norm", False))
+    kw["layernorm"] = bool(config.get("layernorm", False))
+    if "ve_cutoff" in config:
+        kw["ve_cutoff"] = _config_int("ve_cutoff", config["ve_cutoff"], 1, b["ve_cutoff"])
+    else:
+        kw["ve_cutoff"] = PPUDA_VE_CUTOFF if config.get("ve", False) else 1
+    return kw
 
 
 def check_num_classes(graphs: Sequence[Graph], num_classes: int) -> None:

@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 import warnings
 from typing import Any, Sequence
@@ -48,6 +49,7 @@ class GHNProxy(Proxy):
             shipped GHN both rank poorly (0.11 vs 0.14), and either depends strongly on
             the images scored on. See the README's ranking section.
         eval_batch: images per forward pass; batch norm normalises over this many.
+            A network whose loss is NaN or infinite scores NaN under every metric.
         chunk: architectures predicted per GHN call (bounds memory).
     """
 
@@ -67,7 +69,9 @@ class GHNProxy(Proxy):
         if ghn is None or isinstance(ghn, (str, bytes)) or hasattr(ghn, "__fspath__"):
             self.ghn = None if ghn is None else str(ghn)
         else:
-            self._ghn = ghn
+            from ghnas.ghn.hub import check_ghn_weights
+
+            self._ghn = check_ghn_weights(ghn, "GHNProxy: the GHN")  # NaN weights: every score NaN
             self.ghn = "instance:" + _state_digest(ghn)  # identifies the weights in cache keys
 
     def _resolve(self, space: Any, device: torch.device):
@@ -145,7 +149,9 @@ class GHNProxy(Proxy):
         y = torch.cat([b[1] for b in batches])
         res = evaluate_predicted(model, params, x, y, self.eval_batch)
         acc, loss, n = res.acc, res.loss, res.n
-        if loss != loss:  # NaN: a degenerate network
+        if not math.isfinite(loss):
+            # NaN/inf logits (a degenerate network or GHN): argmax of NaN would still give a
+            # finite, meaningless accuracy, so every metric reports NaN (scored as the worst)
             return float("nan")
         if self.metric == "acc":
             return acc

@@ -44,6 +44,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -211,22 +212,65 @@ def _fingerprint(batches: Sequence[Batch] | None) -> str | None:
 # --------------------------------------------------------------------------- cache
 
 
+_TORN = "torn"
+
+
 class _Cache:
-    """Append-only JSON-lines store of results; a torn last line is ignored."""
+    """Append-only JSON-lines store of results.
+
+    Reading is forgiving, so that a damaged file never stops a resume: a line that is
+    not UTF-8, not JSON, or not a record of ours (a ``score`` that is not a number, an
+    ``arch`` that is not a string) is skipped, and one warning names the file, how many
+    lines were skipped and the first of them. Skipped architectures are simply scored
+    again. A line cut short by an interrupted write is skipped silently.
+    """
 
     def __init__(self, path: str | os.PathLike | None, run_key: str):
         self.path = Path(path) if path is not None else None
         self.run_key = run_key
         self.values: dict[str, tuple[float, float]] = {}
         if self.path is not None and self.path.exists():
-            with open(self.path) as f:
-                for line in f:
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if isinstance(rec, dict) and rec.get("key") == run_key and "arch" in rec:
-                        self.values[rec["arch"]] = (float(rec["score"]), float(rec.get("seconds", 0.0)))
+            self._read()
+
+    def _read(self) -> None:
+        assert self.path is not None
+        bad: list[tuple[int, str]] = []
+        with open(self.path, "rb") as f:  # bytes: one bad byte must not stop the whole file
+            lines = f.read().split(b"\n")
+        for number, raw in enumerate(lines, start=1):
+            if raw.strip():
+                why = self._take(raw)
+                if why and why != _TORN:
+                    bad.append((number, why))
+        if bad:
+            first, why = bad[0]
+            warnings.warn(f"{self.path}: skipped {len(bad)} unreadable line(s) of the score cache "
+                          f"(first: line {first}: {why}); those architectures are scored again",
+                          stacklevel=4)
+
+    def _take(self, raw: bytes) -> str:
+        """Store one line's record if it is ours; return why it is unusable ('' if fine)."""
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            return f"not UTF-8 (byte {e.start + 1})"
+        except json.JSONDecodeError as e:
+            # every record ends with '}': a line without it was cut short by a kill (later
+            # writes start a new line after it), which is expected and skipped silently
+            return _TORN if not e.doc.rstrip().endswith("}") else f"not JSON ({e.msg})"
+        if not isinstance(rec, dict):
+            return "not a JSON object"
+        if rec.get("key") != self.run_key:
+            return ""  # another run's record: fine, just not ours
+        value, seconds = rec.get("score"), rec.get("seconds", 0.0)
+        if not isinstance(rec.get("arch"), str):
+            return "no architecture string"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"score {str(value)[:20]!r} is not a number"
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            seconds = 0.0
+        self.values[rec["arch"]] = (float(value), float(seconds))
+        return ""
 
     def add(self, arch: str, value: float, seconds: float) -> None:
         self.values[arch] = (value, seconds)
