@@ -40,10 +40,10 @@ from ghnas.search import PROXY_BUILD_KWARGS  # noqa: E402
 # learning-rate drops come at 67% and 83% of it.
 CONFIGS = {
     "nb201": dict(space="nb201", sizes="space", steps=20000, ema=0.998, eval_every=500, eval_archs=20,
-                  eval_images=500, ckpt_every=50),
+                  eval_images=500, ckpt_every=50, keep_every=250),
     # DARTS networks are ~10x slower than NB201 ones on CPU: half the meta-batch
     "darts": dict(space="darts", sizes="space", steps=5000, meta_batch=4, ema=0.995, eval_every=250,
-                  eval_archs=10, eval_images=200, ckpt_every=10),
+                  eval_archs=10, eval_images=200, ckpt_every=10, keep_every=50),
 }
 
 

@@ -49,7 +49,7 @@ CURVE_FILE = "curve.png"
 
 # settings that may differ when a run is resumed: they change neither the model nor
 # the sequence of training steps already taken
-_RESUMABLE_CHANGES = {"steps", "eval_every", "ckpt_every", "device", "eval_archs_max_batch", "workers"}
+_RESUMABLE_CHANGES = {"steps", "eval_every", "ckpt_every", "keep_every", "device", "workers"}
 
 
 #: Multi-size meta-training per space: ``(build kwargs, weight)``. They span the proxy sizes
@@ -230,6 +230,8 @@ class MetaTrainConfig:
         eval_images: held-out images in each evaluation.
         eval_batch: images per evaluation batch (batch norm uses batch statistics).
         ckpt_every: write the resumable checkpoint every this many steps.
+        keep_every: also keep the published GHN of every this many steps as
+            ``ghn_step<N>.pt`` (0: none), for curves of what the GHN does against training.
         augment: random crop + flip on training images.
         seed: seeds everything.
         device: ``'cpu'``, ``'cuda'``, ... ; ``'auto'`` picks CUDA when present.
@@ -265,6 +267,7 @@ class MetaTrainConfig:
     eval_images: int = 500
     eval_batch: int = 100
     ckpt_every: int = 25
+    keep_every: int = 0
     augment: bool = True
     seed: int = 0
     device: str = "auto"
@@ -278,8 +281,8 @@ class MetaTrainConfig:
                      "ckpt_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_every < 0 or self.eval_archs < 0 or self.workers < 0:
-            raise ValueError("eval_every, eval_archs and workers must be >= 0")
+        if self.eval_every < 0 or self.eval_archs < 0 or self.workers < 0 or self.keep_every < 0:
+            raise ValueError("eval_every, eval_archs, workers and keep_every must be >= 0")
         if any(not 0 < d < 1 for d in self.lr_drops):
             raise ValueError(f"lr_drops are fractions of the run in (0, 1), got {self.lr_drops}")
         if not 0 <= self.ema < 1:
@@ -790,6 +793,8 @@ def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None
                 t_last = time.perf_counter()
             if step % cfg.ckpt_every == 0:
                 checkpoint()
+            if cfg.keep_every and step % cfg.keep_every == 0:
+                save_ghn(published(), out / f"ghn_step{step}.pt", epoch=step)
         if not evals or evals[-1]["step"] != step:
             run_eval()
         checkpoint()
