@@ -6,6 +6,11 @@ same command again after an interruption and it continues from its last checkpoi
     python benchmarks/train_shipped_ghns.py --space nb201 --data-root ../shared/data/cifar10
     python benchmarks/train_shipped_ghns.py --space darts --data-root ../shared/data/cifar10
     python benchmarks/train_shipped_ghns.py --space nb201 --install   # copy into ghnas/assets
+    python benchmarks/train_shipped_ghns.py --space nb201 --export    # commit-able resume state
+
+A run spans many sessions and machines: ``--export`` copies its resumable state into
+``benchmarks/runs/ghn-<space>/`` (tracked by git), and on a machine without a run folder the
+training command continues from there.
 
 On a GPU, ``--gpu`` uses the GPU recipe (GHN-2's meta-batch of 8 in both spaces, worker
 processes preparing graphs) and ``--budget-s`` sizes the run to a time budget: it times
@@ -55,6 +60,10 @@ GPU_CONFIGS = {
     "darts": dict(space="darts", sizes="space", ema=0.995, meta_batch=8, eval_archs=20, eval_images=500,
                   workers=6),
 }
+
+
+# the files of a run folder that continuing it needs (the GHN files are re-written from the state)
+RESUME_FILES = ("state.pt", "config.json", "history.json", "curve.png")
 
 
 def config_for(space: str, data_root: str | None, device: str, gpu: bool = False,
@@ -129,8 +138,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget-s", type=float, default=None,
                     help="choose the number of steps that fits this many seconds (timed probe)")
     ap.add_argument("--install", action="store_true", help="copy the finished run into ghnas/assets")
+    ap.add_argument("--export", action="store_true",
+                    help=f"copy what a resume needs ({', '.join(RESUME_FILES)}) into "
+                         "benchmarks/runs/ghn-<space>/, which git tracks")
     args = ap.parse_args(argv)
     out = Path(args.out or REPO / "runs" / f"ghn-{args.space}")
+    committed = REPO / "benchmarks" / "runs" / f"ghn-{args.space}"
+    if args.export:
+        committed.mkdir(parents=True, exist_ok=True)
+        for name in RESUME_FILES:
+            if (out / name).exists():
+                shutil.copyfile(out / name, committed / name)
+        print(f"copied {', '.join(RESUME_FILES)} of {out} to {committed}")
+        return
     if args.install:
         cfg = json.loads((out / "config.json").read_text())
         cmd = f"python benchmarks/train_shipped_ghns.py --space {args.space} --data-root <CIFAR-10>"
@@ -138,6 +158,13 @@ def main(argv: list[str] | None = None) -> None:
             cmd += f" --gpu --device cuda --steps {cfg['steps']}" + ("" if cfg["amp"] else " --no-amp")
         print(install(args.space, out, cmd))
         return
+    if not (out / "state.pt").exists() and (committed / "state.pt").exists():
+        # a new machine: continue the run committed to the repository
+        out.mkdir(parents=True, exist_ok=True)
+        for name in RESUME_FILES:
+            if (committed / name).exists():
+                shutil.copyfile(committed / name, out / name)
+        print(f"continuing the committed run {committed} in {out}", flush=True)
     resume = (out / "state.pt").exists()
     steps = args.steps
     if args.budget_s and not resume:

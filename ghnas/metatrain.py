@@ -723,6 +723,8 @@ def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None
             ema.updates = int(state["ema_updates"])
         step, history, evals = int(state["step"]), list(state["history"]), list(state["evals"])
         seconds, best = float(state["seconds"]), float(state["best"])
+        if not (out / BEST_FILE).exists():  # a run folder rebuilt from its state alone
+            best = -1.0
 
     def published() -> nn.Module:  # the weights a user gets
         return ghn if ema is None else ema.module
