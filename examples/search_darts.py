@@ -6,7 +6,7 @@
 
 Each candidate is a pair of cells (normal, reduction) written as a DARTS ``Genotype``
 string; the GHN predicts all parameters of a small network built from them (C=8, 5
-layers by default, see ``ghnas.search.PROXY_BUILD_KWARGS``) and the proxy score is the
+layers by default, see ``ghnas.searching.PROXY_BUILD_KWARGS``) and the proxy score is the
 accuracy of those predicted parameters on held-out images. Without a GHN the example
 falls back to the synflow proxy.
 """

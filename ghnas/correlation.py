@@ -52,6 +52,7 @@ from typing import Any, Union
 import numpy as np
 
 from ghnas._io import atomic_savefig, atomic_write_text
+from ghnas._util import degenerate_reason
 
 __all__ = [
     "read_truth",
@@ -596,6 +597,9 @@ class ProxyCorrelation:
     top_k_precision: Interval
     top_k: int
     seconds_per_arch: float | None = None
+    #: why the proxy ranked nothing (every score equal, or none finite), else None; its
+    #: statistics are then undefined or chance level, not evidence
+    degenerate: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -656,7 +660,8 @@ class CorrelationReport:
             cells.append(fmt(p.seconds_per_arch, ".4g"))
             cells.append(str(p.n_nonfinite))
             lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        notes = [f"- {p.proxy} ranked nothing: {p.degenerate}" for p in self.sorted() if p.degenerate]
+        return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def correlate(
@@ -728,6 +733,7 @@ def correlate(
                 ),
                 top_k=k,
                 seconds_per_arch=None if name not in seconds else float(seconds[name]),
+                degenerate=degenerate_reason([proxy_scores[a] for a in shared]),
             )
         )
     return CorrelationReport(

@@ -78,9 +78,9 @@ def _space(space: Any):
 
 
 def _param_names(space: Any, name: str) -> list[str]:
-    n = len(space.encoding_choices)
-    width = len(str(n - 1))
-    return [f"{name}_{i:0{width}d}" for i in range(n)]
+    from ghnas.searching.strategies import architecture_param_names  # one naming rule, shared with TPE
+
+    return architecture_param_names(space, name)
 
 
 def _params_of(space: Any, arch: str, name: str) -> dict[str, int]:

@@ -51,9 +51,10 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from .._io import atomic_write_text
+from .._util import default_device, degenerate_reason
 from .base import Batch, Proxy, get_proxy
 
-__all__ = ["ScoreRow", "ScoreTable", "score", "load_batches", "worst_value"]
+__all__ = ["ScoreRow", "ScoreTable", "score", "load_batches", "worst_value", "degenerate_reason"]
 
 
 # --------------------------------------------------------------------------- results
@@ -94,6 +95,11 @@ class ScoreTable:
     @property
     def scores(self) -> list[float]:
         return [r.score for r in self.rows]
+
+    @property
+    def degenerate(self) -> str | None:
+        """Why the table ranks nothing (every score equal, or none finite), else ``None``."""
+        return degenerate_reason(self.scores)
 
     def ranked(self) -> list[ScoreRow]:
         """Rows from the best to the worst architecture (ties keep input order)."""
@@ -277,17 +283,13 @@ def _proxy_label(p: Proxy) -> str:
     return p.name or type(p).__name__
 
 
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def score(
     archs: Sequence[str] | str,
     space: Any = "nb201",
     proxy: str | Proxy = "synflow",
     data: Any = "sample",
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     build_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
     *,
@@ -305,7 +307,8 @@ def score(
         data: where the batch comes from (see :func:`load_batches`); only read when the
             proxy needs data. ``'sample'`` is the small CIFAR-10 sample shipped with ghnas.
         seed: run seed (data batch and network initialisations).
-        batch_size: images in the batch given to data-dependent proxies.
+        batch_size: images in the batch given to data-dependent proxies (default: the
+            proxy's ``default_batch_size``, 200 for the GHN proxies and 64 otherwise).
         build_kwargs: passed to ``space.build(arch, **build_kwargs)`` (e.g. ``C``, ``N``).
         progress: show a tqdm progress bar.
         cache: optional JSON-lines file that stores every result as soon as it is known;
@@ -320,8 +323,10 @@ def score(
     archs = list(archs)
     space_obj = _resolve_space(space)
     prox = get_proxy(proxy)
-    dev = torch.device(device) if device is not None else torch.device(_default_device())
+    dev = default_device(device)
     keys = _validate_all(archs, space_obj)
+    if batch_size is None:
+        batch_size = int(prox.default_batch_size)
     batches = load_batches(data, batch_size, seed, dev) if prox.needs_data else None
     common = dict(space=getattr(space_obj, "name", type(space_obj).__name__),
                   build_kwargs=dict(build_kwargs or {}), seed=int(seed),
