@@ -34,14 +34,14 @@ import math
 import os
 import re
 import sys
-import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 __all__ = ["main", "build_parser"]
 
 
-from .errors import InputError
+from .errors import DegenerateResultWarning, InputError
 
 
 class CLIError(InputError):
@@ -217,13 +217,9 @@ def cmd_search(args) -> int:
             train_kwargs["epochs"] = args.train_epochs
         else:
             train_kwargs["steps"] = args.train_steps
-    result = search(
-        space=space, budget=args.budget, proxy=args.proxy, strategy=args.strategy, data=args.data,
-        seed=args.seed, train_top_k=args.train_top_k, build_kwargs=_kv(args.build, "--build value"),
-        ghn=args.ghn, device=_device(args.device), progress=not args.quiet, out_dir=out,
-        data_root=args.data_root, batch_size=args.batch_size, val_size=args.val_size,
-        train_data=args.train_data, train_kwargs=train_kwargs,
-        threads=None if args.threads == 0 else args.threads, **strategy_kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateResultWarning)  # said below, as the exit status
+        result = _search_from_args(search, args, space, out, strategy_kwargs, train_kwargs)
     print(result.summary(args.top))
     print(f"wrote {out / 'result.json'} and {out / 'search.png'}")
     if result.degenerate:
@@ -231,6 +227,16 @@ def cmd_search(args) -> int:
         return EXIT_DEGENERATE
     print(f"\nbest: {result.best_arch}")
     return 0
+
+
+def _search_from_args(search, args, space, out: Path, strategy_kwargs: dict, train_kwargs: dict | None):
+    return search(
+        space=space, budget=args.budget, proxy=args.proxy, strategy=args.strategy, data=args.data,
+        seed=args.seed, train_top_k=args.train_top_k, build_kwargs=_kv(args.build, "--build value"),
+        ghn=args.ghn, device=_device(args.device), progress=not args.quiet, out_dir=out,
+        data_root=args.data_root, batch_size=args.batch_size, val_size=args.val_size,
+        train_data=args.train_data, train_kwargs=train_kwargs,
+        threads=None if args.threads == 0 else args.threads, **strategy_kwargs)
 
 
 def cmd_score(args) -> int:
