@@ -10,7 +10,14 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-__all__ = ["default_device", "cpu_threads", "first_tensor", "jsonable", "json_key", "degenerate_reason"]
+__all__ = ["cache_root", "default_device", "cpu_threads", "first_tensor", "jsonable", "json_key", "degenerate_reason"]
+
+
+def cache_root() -> Path:
+    """ghnas's one cache folder: ``$GHNAS_CACHE`` if set, else ``~/.cache/ghnas``.
+    Downloaded GHNs live right in it, decoded datasets under ``data/``."""
+    env = os.environ.get("GHNAS_CACHE")
+    return Path(env).expanduser() if env else Path("~/.cache/ghnas").expanduser()
 
 
 def default_device(device: Any = None):

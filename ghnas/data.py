@@ -376,9 +376,9 @@ def default_root() -> Path:
 
 def cache_dir() -> Path:
     """Folder for decoded-array caches: ``$GHNAS_CACHE/data`` (default ``~/.cache/ghnas/data``)."""
-    env = os.environ.get("GHNAS_CACHE")
-    base = Path(env).expanduser() if env else Path("~/.cache/ghnas").expanduser()
-    return base / "data"
+    from ._util import cache_root
+
+    return cache_root() / "data"
 
 
 _CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",

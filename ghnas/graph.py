@@ -135,18 +135,9 @@ class Graph:
         ``cutoff`` hops apart that has no real edge. ``cutoff=1`` gives only real edges.
         Rows are sorted by ``(src, dst)``.
         """
-        edges = np.asarray(self.edges, dtype=np.int64).reshape(-1, 2)
-        n = len(self.nodes)
-        if cutoff <= 1 or len(edges) == 0:
-            order = np.lexsort((edges[:, 1], edges[:, 0]))
-            return np.concatenate([edges[order], np.ones((len(edges), 1), np.int64)], 1)
-        from scipy.sparse import csr_matrix
-        from scipy.sparse.csgraph import shortest_path
+        from .ghn.batch import hop_edges  # the one hop-edge routine, shared with GraphBatch
 
-        adj = csr_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-        dist = shortest_path(adj, method="D", directed=True, unweighted=True)
-        src, dst = np.nonzero(np.isfinite(dist) & (dist > 0) & (dist <= cutoff))
-        return np.stack([src, dst, dist[src, dst].astype(np.int64)], 1).astype(np.int64)
+        return hop_edges(len(self.nodes), self.edges, cutoff)[0]
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (inverse: :meth:`from_dict`)."""
@@ -397,22 +388,12 @@ def _resolve_input_shape(model: Any, input_shape: Any) -> tuple[int, ...]:
 
 
 def _first_tensor(out: Any, model_name: str):
-    import torch
+    from ._util import first_tensor  # ppuda's rule: the first output (e.g. DARTS' (logits, aux))
 
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)) and out:
-        return _first_tensor(out[0], model_name)  # ppuda: the first output (e.g. DARTS' (logits, aux))
-    if isinstance(out, dict):
-        for key in ("logits", "out"):
-            if key in out:
-                return _first_tensor(out[key], model_name)
-        if out:
-            return _first_tensor(next(iter(out.values())), model_name)
-    if hasattr(out, "logits"):
-        return _first_tensor(out.logits, model_name)
-    raise ValueError(f"the forward pass of {model_name} returned {type(out).__name__}; "
-                     f"expected a tensor, or a tuple/list/dict whose first entry is one")
+    try:
+        return first_tensor(out, model_name)
+    except TypeError as e:
+        raise ValueError(str(e)) from None
 
 
 def _param_owners(model: Any) -> dict[str, tuple[str, Any, str]]:
@@ -459,22 +440,20 @@ def _trace_real(model: Any, shape: tuple[int, ...], device: Any, dtype: Any):
     """Forward on the model's own device, with every parameter requiring grad for the call."""
     import torch
 
+    from ._util import cpu_threads
+
     grads = [(p, p.requires_grad) for p in model.parameters()]
-    threads = torch.get_num_threads()
     try:
         for p, _ in grads:
             if p.is_floating_point() or p.is_complex():
                 p.requires_grad_(True)  # frozen layers must still show up in autograd
-        if device.type == "cpu" and threads > 1:
-            # a batch of one is too small to split across threads, and on a busy machine
-            # the thread pool stalls such passes 10-100x (benchmarks/results/graph.md)
-            torch.set_num_threads(1)
-        x = torch.randn(*shape, device=device, dtype=dtype)
-        with torch.enable_grad():
-            out = model(x)
+        # a batch of one is too small to split across threads, and on a busy machine
+        # the thread pool stalls such passes 10-100x (benchmarks/results/graph.md)
+        with cpu_threads(1, device):
+            x = torch.randn(*shape, device=device, dtype=dtype)
+            with torch.enable_grad():
+                out = model(x)
     finally:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
         for p, req in grads:
             p.requires_grad_(req)
     return out, {id(p): n for n, p in model.named_parameters()}

@@ -113,9 +113,11 @@ register_ghn("ghnas-darts-cifar10", asset="ghnas-darts-cifar10.pt", space="darts
 
 # --------------------------------------------------------------------------- files
 def cache_dir() -> Path:
-    """Download cache: ``$GHNAS_CACHE`` if set, else ``~/.cache/ghnas``."""
-    env = os.environ.get("GHNAS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ghnas"
+    """Download cache: ``$GHNAS_CACHE`` if set, else ``~/.cache/ghnas`` (the cache root
+    shared with the dataset cache, ``ghnas.data.cache_dir()``, which lives under ``data/``)."""
+    from .._util import cache_root
+
+    return cache_root()
 
 
 def asset_dir() -> Path:
