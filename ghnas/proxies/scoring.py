@@ -141,6 +141,18 @@ class ScoreTable:
         return atomic_write_text(path, buf.getvalue())
 
 
+def ensemble_table(prox: Any, archs: Sequence[str], tables: Sequence[ScoreTable],
+                   common: dict[str, Any]) -> ScoreTable:
+    """An ensemble's table from its members' tables over the same ``archs``: the rank
+    aggregate as the score, the members' times summed (used by :func:`score` and by the
+    Ray integration's ``score_distributed``)."""
+    combined = prox.aggregate([t.scores for t in tables])
+    rows = [ScoreRow(a, float(v), sum(t.rows[i].seconds for t in tables), all(t.rows[i].cached for t in tables))
+            for i, (a, v) in enumerate(zip(archs, combined))]
+    return ScoreTable(proxy=prox.label, higher_is_better=True, rows=rows,
+                      settings={"proxy": prox.settings(), **common}, members={t.proxy: t.scores for t in tables})
+
+
 def worst_value(higher_is_better: bool) -> float:
     """The score a degenerate (NaN) network gets: it ranks last."""
     return -math.inf if higher_is_better else math.inf
@@ -338,13 +350,7 @@ def score(
     if isinstance(prox, Ensemble):
         tables = [score(archs, space_obj, m, batches, seed, batch_size, build_kwargs, progress,
                         cache=cache, device=dev) for m in prox.members]
-        combined = prox.aggregate([t.scores for t in tables])
-        rows = [ScoreRow(a, float(v), sum(t.rows[i].seconds for t in tables),
-                         all(t.rows[i].cached for t in tables))
-                for i, (a, v) in enumerate(zip(archs, combined))]
-        return ScoreTable(proxy=prox.label, higher_is_better=True, rows=rows,
-                          settings={"proxy": prox.settings(), **common},
-                          members={t.proxy: t.scores for t in tables})
+        return ensemble_table(prox, archs, tables, common)
 
     identity = {"proxy": prox.identity(space_obj), **common}  # first: it may resolve a named GHN
     settings = {"proxy": prox.settings(), **common}
