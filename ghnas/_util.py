@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-__all__ = ["cache_root", "default_device", "cpu_threads", "first_tensor", "jsonable", "json_key", "degenerate_reason"]
+__all__ = ["cache_root", "default_device", "model_device", "cpu_threads", "first_tensor", "jsonable", "json_key", "degenerate_reason"]
 
 
 def cache_root() -> Path:
@@ -27,6 +27,18 @@ def default_device(device: Any = None):
     if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def model_device(model: Any):
+    """Where a module lives: the device of its first parameter, else of its first buffer,
+    else the CPU."""
+    import torch
+
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
 
 
 @contextlib.contextmanager

@@ -875,19 +875,25 @@ def _set_roles(nodes: list[Node], edges: np.ndarray) -> None:
             prev.role = "classifier_weight"
 
 
-def _reads(i: int, names: list[str], ins: list[list[int]], prefixes: tuple[str, ...]) -> bool:
-    """Does fn ``i`` read (through data-movement ops) an op whose name starts with a prefix?"""
-    stack, seen = list(ins[i]), set()
+def _reaches(starts: list[int], links: list[list[int]], names: list[str], hit) -> bool:
+    """Does a walk from ``starts`` along ``links`` (inputs or consumers), going on only
+    through data-movement ops, meet a function whose name satisfies ``hit``?"""
+    stack, seen = list(starts), set()
     while stack:
         j = stack.pop()
         if j in seen:
             continue
         seen.add(j)
-        if names[j].startswith(prefixes):
+        if hit(names[j]):
             return True
         if _base(names[j]) in _PASS_THROUGH:
-            stack.extend(ins[j])
+            stack.extend(links[j])
     return False
+
+
+def _reads(i: int, names: list[str], ins: list[list[int]], prefixes: tuple[str, ...]) -> bool:
+    """Does fn ``i`` read (through data-movement ops) an op whose name starts with a prefix?"""
+    return _reaches(ins[i], ins, names, lambda name: name.startswith(prefixes))
 
 
 def _reads_reshaped(i: int, names: list[str], ins: list[list[int]], prefixes: tuple[str, ...]) -> bool:
@@ -900,20 +906,7 @@ def _reads_reshaped(i: int, names: list[str], ins: list[list[int]], prefixes: tu
 
 def _feeds(i: int, names: list[str], consumers: list[list[int]], bases: set[str]) -> bool:
     """Does fn ``i`` (or a data-movement op after it) feed an op of one of ``bases``?"""
-    if _base(names[i]) in bases:
-        return True
-    stack, seen = list(consumers[i]), set()
-    while stack:
-        j = stack.pop()
-        if j in seen:
-            continue
-        seen.add(j)
-        b = _base(names[j])
-        if b in bases:
-            return True
-        if b in _PASS_THROUGH:
-            stack.extend(consumers[j])
-    return False
+    return _base(names[i]) in bases or _reaches(consumers[i], consumers, names, lambda name: _base(name) in bases)
 
 
 def _toposort(vs, succ, pred, key: list[tuple]) -> list[int]:

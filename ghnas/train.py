@@ -135,11 +135,9 @@ class TrainResult:
 # helpers
 # ----------------------------------------------------------------------------------------
 def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
+    from ._util import model_device
+
+    return model_device(model)
 
 
 def _logits(out: Any) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -177,6 +177,25 @@ def _settings_key(label: str, settings: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# --------------------------------------------------------------------------- pools
+
+
+def architecture_pool(space: Any, spec: Any, seed: int, what: str = "pool", extra: str = "") -> list[str]:
+    """A pool of architectures from a size (``int``: that many distinct ones, sampled with
+    ``seed``) or a list of architecture strings (validated); ``what`` names the argument
+    in errors, ``extra`` lists any further accepted kinds."""
+    if isinstance(spec, bool) or not isinstance(spec, (int, list, tuple)):
+        raise TypeError(f"{what} must be a pool size (int) or a list of architectures{extra}, "
+                        f"got {type(spec).__name__}")
+    if isinstance(spec, int):
+        if spec < 1:
+            raise ValueError(f"{what}: a pool size must be >= 1, got {spec}")
+        return space.sample_many(spec, seed=seed, unique=True)
+    if not spec:
+        raise ValueError(f"{what} is an empty list; give architectures or a pool size")
+    return [space.validate(a) for a in spec]
+
+
 # --------------------------------------------------------------------------- ranking rule
 
 

@@ -58,7 +58,7 @@ except ImportError as e:  # ray is an optional extra
 
 import numpy as np
 
-from . import ProxyScorer, is_below, quantile_threshold, resolve_ghn, warm_start
+from . import ProxyScorer, architecture_pool, is_below, quantile_threshold, resolve_ghn, warm_start
 
 __all__ = ["GHNSearcher", "ProxyStopper", "score_distributed", "warm_start", "resolve_ghn"]
 
@@ -140,17 +140,8 @@ class GHNSearcher(Searcher):
         if isinstance(pool, ScoreTable):
             self._given_table = pool
             self.pool = [sp.validate(a) for a in pool.archs]
-        elif isinstance(pool, bool) or not isinstance(pool, (int, list, tuple)):
-            raise TypeError(f"pool must be a pool size (int), a list of architectures or a ScoreTable, "
-                            f"got {type(pool).__name__}")
-        elif isinstance(pool, int):
-            if pool < 1:
-                raise ValueError(f"pool size must be >= 1, got {pool}")
-            self.pool = sp.sample_many(pool, seed=pool_seed, unique=True)
         else:
-            if not pool:
-                raise ValueError("pool is an empty list; give architectures or a pool size")
-            self.pool = [sp.validate(a) for a in pool]
+            self.pool = architecture_pool(sp, pool, pool_seed, "pool", extra=" or a ScoreTable")
         if int(num_workers) < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         self.arch_key = arch_key
@@ -362,7 +353,7 @@ def _score_part(archs: list[str], space: Any, proxy: Any, batches: Any, seed: in
     return table.to_dict()
 
 
-def score_distributed(
+def score_distributed(  # the signature of ghnas.proxies.score, by design, plus where it runs
     archs: Sequence[str] | str,
     space: Any = "nb201",
     proxy: Any = "synflow",

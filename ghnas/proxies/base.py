@@ -258,12 +258,7 @@ def weighted_layers(model: nn.Module) -> list[nn.Module]:
             if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and m.weight is not None]
 
 
-def model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
+from .._util import model_device  # noqa: E402  (re-exported: the proxies import it from here)
 
 
 def scratch_copy(model: nn.Module) -> nn.Module:
