@@ -423,7 +423,11 @@ def cmd_meta_train(args) -> int:
     if args.resume:
         res = meta_train(args.out, None, resume=True, progress=not args.quiet, **given)
     else:
-        res = meta_train(args.out, MetaTrainConfig(**given), progress=not args.quiet)
+        try:
+            config = MetaTrainConfig(**given)
+        except (TypeError, ValueError) as e:  # the options themselves are the input
+            raise CLIError(str(e)) from None
+        res = meta_train(args.out, config, progress=not args.quiet)
     last = res.evals[-1] if res.evals else None
     print(f"meta-trained {res.step} steps in {res.seconds:.0f}s; GHN written to {res.ghn_path}")
     if last:

@@ -52,7 +52,7 @@ from typing import Any, Union
 import numpy as np
 
 from ghnas._io import atomic_savefig, atomic_write_text
-from ghnas._util import degenerate_reason
+from ghnas._util import degenerate_reason, jsonable
 
 __all__ = [
     "read_truth",
@@ -576,13 +576,7 @@ def bootstrap_ci(
 
 def _json_safe(obj: Any) -> Any:
     """Replace NaN/inf by None so the output is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
+    return jsonable(obj, nonfinite="null")
 
 
 @dataclass

@@ -118,17 +118,10 @@ class TrainResult:
         return asdict(self)
 
     def to_json(self) -> str:
-        # NaN losses of a diverged run become null so the text stays strict JSON
-        def clean(o: Any) -> Any:
-            if isinstance(o, float) and not math.isfinite(o):
-                return None
-            if isinstance(o, dict):
-                return {k: clean(v) for k, v in o.items()}
-            if isinstance(o, list):
-                return [clean(v) for v in o]
-            return o
+        from ._util import jsonable
 
-        return json.dumps(clean(self.to_dict()), allow_nan=False)
+        # NaN losses of a diverged run become null so the text stays strict JSON
+        return json.dumps(jsonable(self.to_dict(), nonfinite="null"), allow_nan=False)
 
 
 # ----------------------------------------------------------------------------------------
