@@ -11,7 +11,7 @@ Subcommands::
     ghnas bench      --space nb201 --n 20 --epochs 1 --out DIR
 
 ``--out`` is always a folder, and one rule resumes every long command: run it again into
-the same folder. ``search``, ``correlate`` and ``bench`` record their settings there
+the same folder. ``search``, ``score``, ``correlate`` and ``bench`` record their settings there
 (``run.json``), refuse a run with other settings into it, and lock it while they run;
 without ``--out`` they use ``runs/<command>-<space>-<digest of the settings>``, so the
 same command resumes and another one gets its own folder. ``meta-train`` continues its
@@ -27,6 +27,7 @@ says so and exits with status 3.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
@@ -250,16 +251,25 @@ def cmd_score(args) -> int:
     data = _proxy_data(args) if setup.proxy.needs_data else None
     out = Path(args.out) if args.out else None
     cache = out / "scores.jsonl" if out is not None else None
-    with _maybe_threads(args, dev):
+    run = contextlib.nullcontext()
+    if out is not None:
+        from ._io import RunFolder
+
+        run = RunFolder(out, "score", {"space": space.name, "proxy": setup.label, "archs": archs, "seed": args.seed,
+                                       "data": args.data, "data_root": args.data_root, "val_size": args.val_size,
+                                       "batch_size": setup.batch_size, "build_kwargs": setup.build_kwargs,
+                                       **setup.settings})
+    with run, _maybe_threads(args, dev):
         table = score(archs, space, setup.proxy, data, args.seed, setup.batch_size, setup.build_kwargs,
                       not args.quiet, cache=cache, device=dev)
+        if out is not None:
+            table.to_csv(out / "scores.csv")
     ranked = table.ranked()
     order = {id(r): i for i, r in enumerate(table.rows)}
     _print_table(["rank", "score", "seconds", "input"] + ["arch"],
                  [[str(i), _fmt(r.score), f"{r.seconds:.2f}", str(order[id(r)] + 1), r.arch]
                   for i, r in enumerate(ranked, 1)])
     if out is not None:
-        table.to_csv(out / "scores.csv")
         print(f"wrote {out / 'scores.csv'}")
     if table.degenerate:
         print(f"ghnas {args.command}: the ranking is meaningless: {table.degenerate}", file=sys.stderr)
@@ -457,12 +467,17 @@ def cmd_bench(args) -> int:
     folder = Path(args.out)
     if folder.suffix.lower() == ".csv":
         raise CLIError(f"--out names a folder (results go to OUT/bench.csv), not a file: {str(folder)!r}")
-    out = bench(space=args.space, n=args.n, epochs=args.epochs, data=args.data, data_root=args.data_root,
-                out=folder / "bench.csv", seed=args.seed, build_kwargs=_kv(args.build, "--build value"),
-                train_kwargs=_kv(args.train, "--train value"), device=_device(args.device),
-                progress=not args.quiet, train_size=args.train_size,
-                **({} if args.val_size is None else {"val_size": args.val_size}),
-                data_seed=args.data_seed)
+    from ._io import RunFolder
+
+    # --n may grow between runs: more architectures extend the same table
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_SETTINGS | {"n"}}
+    with RunFolder(folder, "bench", settings):
+        out = bench(space=args.space, n=args.n, epochs=args.epochs, data=args.data, data_root=args.data_root,
+                    out=folder / "bench.csv", seed=args.seed, build_kwargs=_kv(args.build, "--build value"),
+                    train_kwargs=_kv(args.train, "--train value"), device=_device(args.device),
+                    progress=not args.quiet, train_size=args.train_size,
+                    **({} if args.val_size is None else {"val_size": args.val_size}),
+                    data_seed=args.data_seed)
     print(f"wrote {out}")
     return 0
 

@@ -245,3 +245,12 @@ def test_import_ghnas_reaches_subpackages_lazily():
             "assert callable(ghnas.proxies.score) and ghnas.correlation.kendall_tau; "
             "assert ghnas.integrations.ProxyScorer and callable(ghnas.search)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_cli_score_and_bench_out_folders_follow_the_same_rule(capsys, tmp_path):
+    a, b = NB.sample_many(2, seed=5, unique=True)
+    argv = ["score", "--proxy", "params", "--build", "C=4,N=1", "--out", tmp_path / "s", "-q"]
+    assert run(capsys, *argv, a)[0] == 0
+    assert run(capsys, *argv, a)[0] == 0  # same input: resumes (served from the cache)
+    code, _, err = run(capsys, *argv, b)
+    assert code == 2 and "other settings" in err
