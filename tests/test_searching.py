@@ -247,7 +247,7 @@ def test_import_ghnas_reaches_subpackages_lazily():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
-def test_cli_score_and_bench_out_folders_follow_the_same_rule(capsys, tmp_path):
+def test_cli_score_out_folder_follows_the_same_rule(capsys, tmp_path):
     a, b = NB.sample_many(2, seed=5, unique=True)
     argv = ["score", "--proxy", "params", "--build", "C=4,N=1", "--out", tmp_path / "s", "-q"]
     assert run(capsys, *argv, a)[0] == 0

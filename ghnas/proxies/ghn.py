@@ -12,7 +12,6 @@ Example::
 """
 from __future__ import annotations
 
-import hashlib
 import time
 import warnings
 from typing import Any, Sequence
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..ghn.ref import GHNRef, default_ghn_name, state_digest
+from ..ghn.ref import GHNRef, state_digest
 from .base import Batch, Proxy, ResultCallback, arch_seed, logits_of, register_proxy
 
 METRICS = ("acc", "neg_loss", "acc_loss")
