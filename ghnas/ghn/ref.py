@@ -48,6 +48,14 @@ def default_ghn_name(space_name: str) -> str | None:
     return None
 
 
+def on_device(module: nn.Module, device: torch.device) -> bool:
+    """Whether ``module``'s parameters live on ``device`` (``'cuda'`` matches any CUDA index)."""
+    p = next(module.parameters(), None)
+    if p is None:
+        return True
+    return p.device.type == device.type and (device.index is None or p.device.index == device.index)
+
+
 def state_digest(module: nn.Module) -> str:
     """A short digest of a module's weights (identifies an in-memory GHN)."""
     h = hashlib.sha256()
@@ -143,9 +151,10 @@ class GHNRef:
 
         path = self.path()
         key = (str(path.resolve()), path.stat().st_mtime_ns, str(device))
-        if key not in _LOADED:
-            _LOADED[key] = load_ghn(self.source, device=device)
-        return _LOADED[key].eval()
+        net = _LOADED.get(key)
+        if net is None or not on_device(net, device):  # moved away by a caller: read it again
+            net = _LOADED[key] = load_ghn(self.source, device=device)
+        return net.eval()
 
     def build_kwargs(self, space: str | None = None) -> dict[str, Any] | None:
         """The network size the GHN was meta-trained at, where it is recorded: its

@@ -12,6 +12,7 @@ Example::
 """
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from typing import Any, Sequence
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..ghn.ref import GHNRef, state_digest
+from ..ghn.ref import GHNRef, on_device, state_digest
 from .base import Batch, Proxy, ResultCallback, arch_seed, logits_of, register_proxy
 
 METRICS = ("acc", "neg_loss", "acc_loss")
@@ -82,10 +83,15 @@ class GHNProxy(Proxy):
         return self._ref
 
     def _resolve(self, space: Any, device: torch.device):
+        device = torch.device(device)
+        if self._ref is None:
+            self.use_ghn(GHNRef.default(getattr(space, "name", "")))
         if self._ghn is None:
-            if self._ref is None:
-                self.use_ghn(GHNRef.default(getattr(space, "name", "")))
             self._ghn = self._ref.load(device)
+        elif self._ref.saved and not on_device(self._ghn, device):
+            # a loaded checkpoint is shared by the process (GHNRef.load): move a copy, never
+            # the shared one (the copy also serves a Ray worker that lacks the file)
+            self._ghn = copy.deepcopy(self._ghn).to(device)
         return self._ghn.to(device).eval()
 
     def identity(self, space: Any) -> dict[str, Any]:
@@ -99,10 +105,9 @@ class GHNProxy(Proxy):
         if not batches:
             raise ValueError("the GHN proxy needs data: pass data='sample', an ImageData or (x, y) batches")
         device = batches[0][0].device
-        ghn = self._resolve(None, device) if self._ghn is None and self._ref is not None else self._ghn
-        if ghn is None:
+        if self._ref is None:
             raise ValueError("GHNProxy.score on a bare model needs ghn= (a name, path or GHN2)")
-        ghn = ghn.to(device).eval()
+        ghn = self._resolve(None, device)
         with torch.no_grad():
             params = ghn.predict([model])[0]
         return self._evaluate(model, params, batches)
