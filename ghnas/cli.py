@@ -234,7 +234,7 @@ def _search_from_args(search, args, space, out: Path, strategy_kwargs: dict, tra
     return search(
         space=space, budget=args.budget, proxy=args.proxy, strategy=args.strategy, data=args.data,
         seed=args.seed, train_top_k=args.train_top_k, build_kwargs=_kv(args.build, "--build value"),
-        ghn=args.ghn, device=_device(args.device), progress=not args.quiet, out_dir=out,
+        ghn=args.ghn, device=_torch_device(args.device), progress=not args.quiet, out_dir=out,
         data_root=args.data_root, batch_size=args.batch_size, val_size=args.val_size,
         train_data=args.train_data, train_kwargs=train_kwargs,
         threads=None if args.threads == 0 else args.threads, **strategy_kwargs)

@@ -254,3 +254,17 @@ def test_cli_score_out_folder_follows_the_same_rule(capsys, tmp_path):
     assert run(capsys, *argv, a)[0] == 0  # same input: resumes (served from the cache)
     code, _, err = run(capsys, *argv, b)
     assert code == 2 and "other settings" in err
+
+
+def test_cli_reports_a_bug_with_its_traceback(capsys, monkeypatch):
+    import ghnas.cli as cli
+
+    def broken(args):
+        raise KeyError("internal")  # a bug, not bad input: it must not look like a user error
+
+    monkeypatch.setattr(cli, "cmd_score", broken)
+    with pytest.raises(KeyError):
+        main(["score", "--proxy", "params", NB.sample(0)])
+    assert "internal error" in capsys.readouterr().err
+    code, _, err = run(capsys, "search", "--proxy", "params", "--device", "warp9", "--budget", 2)
+    assert code == 2 and "bad --device 'warp9'" in err
