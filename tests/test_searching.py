@@ -11,7 +11,6 @@ import warnings
 import pytest
 import torch
 
-import ghnas
 import search_spaces
 from ghnas._io import RunFolder
 from ghnas.cli import main
