@@ -3,7 +3,7 @@
 The only NB201 architectures with ground truth here are the 491 of
 ``../shared/data/nb201/cifar10_dev.csv``, so searches run inside that pool. For each of
 ``--seeds`` seeds we let a strategy visit ``--budget`` (default 100) of the 491 with
-:func:`ghnas.search.run_strategy` (``random``: a uniform sample; ``evolution``:
+:func:`ghnas.searching.run_strategy` (``random``: a uniform sample; ``evolution``:
 regularised evolution restricted to the pool), take the architecture the proxy likes
 best, and record its benchmark ``test_acc``. We report the mean and standard deviation
 over seeds for every proxy, next to
@@ -18,7 +18,7 @@ Each proxy scores all 491 architectures once (cached in JSON-lines files under
 ``--cache-dir``, so an interrupted run resumes); the seeds only re-sample. Baselines
 (``synflow``, ``naswot``, ``params``) score the benchmark network (C=16, N=5) on one
 batch of CIFAR-10 training images. With ``--ghn`` the GHN proxy is added: it scores the
-small proxy networks the GHN was trained for (:data:`ghnas.search.PROXY_BUILD_KWARGS`,
+small proxy networks the GHN was trained for (:data:`ghnas.searching.PROXY_BUILD_KWARGS`,
 or the GHN's sidecar) on 200 held-out CIFAR-10 validation images, as ``ghnas search``
 does.
 
@@ -51,7 +51,7 @@ import torch  # noqa: E402
 
 import search_spaces  # noqa: E402
 from ghnas.proxies import get_proxy, score  # noqa: E402
-from ghnas.search import run_strategy  # noqa: E402
+from ghnas.searching import run_strategy  # noqa: E402
 
 BASELINES = ["synflow", "naswot", "params"]
 FULL_SPACE_OPTIMUM = 94.37  # NAS-Bench-201 CIFAR-10 test accuracy of the best cell
@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from ghnas import data as gdata
-    from ghnas.search import _load_search_ghn, proxy_build_kwargs
+    from ghnas.ghn import GHNRef
+    from ghnas.searching import proxy_build_kwargs
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -189,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ghn:
         from ghnas.proxies.ghn import GHNProxy
 
-        net, ref = _load_search_ghn(args.ghn, "nb201", torch.device(args.device))
-        ghn_build = proxy_build_kwargs("nb201", ref)
+        ghn_ref = GHNRef.of(args.ghn, "nb201")
+        net, ref = ghn_ref.load(args.device), ghn_ref.label
+        ghn_build = proxy_build_kwargs("nb201", ghn_ref if ghn_ref.saved else None)
         val = gdata.load("cifar10", root=args.cifar10, split="val", seed=0)
         vx, vy = next(val.batches(args.ghn_images, shuffle=True, seed=args.score_seed))
         print(f"scoring {len(archs)} architectures with ghn ({ref}, build {ghn_build})", flush=True)

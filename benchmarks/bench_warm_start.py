@@ -43,7 +43,7 @@ import torch  # noqa: E402
 
 import search_spaces  # noqa: E402
 from ghnas.proxies import arch_seed  # noqa: E402
-from ghnas.search import PROXY_BUILD_KWARGS  # noqa: E402
+from ghnas.searching import PROXY_BUILD_KWARGS  # noqa: E402
 from ghnas.train import train  # noqa: E402
 from ghnas.warm import calibrate_batchnorm, reset_batchnorm, resolve_ghn_arg, warm_start  # noqa: E402
 

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ghnas.metatrain import MetaTrainConfig, meta_train, plot_curve  # noqa: E402
-from ghnas.search import PROXY_BUILD_KWARGS  # noqa: E402
+from ghnas.searching import PROXY_BUILD_KWARGS  # noqa: E402
 
 # GHN-2's recipe (meta-batch 8, Adam 1e-3, wd 1e-5, clip 5, image batch 64, lr drops late),
 # trained on the space's multi-size distribution (metatrain.DEFAULT_SIZES: from the proxy

@@ -6,7 +6,7 @@
 
 Each candidate is a pair of cells (normal, reduction) written as a DARTS ``Genotype``
 string; the GHN predicts all parameters of a small network built from them (C=8, 5
-layers by default, see ``ghnas.search.PROXY_BUILD_KWARGS``) and the proxy score is the
+layers by default, see ``ghnas.searching.PROXY_BUILD_KWARGS``) and the proxy score is the
 accuracy of those predicted parameters on held-out images. Without a GHN the example
 falls back to the synflow proxy.
 """
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         budget, extra = 4, dict(build_kwargs={"C": 4, "layers": 2}, batch_size=16)
     result = ghnas.search("darts", budget=budget, proxy=proxy, strategy="evolution",
                           population=min(args.population, budget), sample_size=args.sample_size,
-                          ghn=args.ghn if proxy == "ghn" else None, seed=args.seed, out_dir=args.out,
+                          ghn=args.ghn, seed=args.seed, out_dir=args.out,
                           progress=not args.quick, **extra)
     print(result.summary(5))
     print(f"\nbest genotype:\n{result.best_arch}")

@@ -34,14 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         kw = dict(budget=6, build_kwargs={"C": 4, "N": 1}, batch_size=32)
     result = ghnas.search("nb201", budget=kw.pop("budget", args.budget), proxy=proxy, strategy=args.strategy,
-                          ghn=args.ghn if proxy == "ghn" else None, seed=args.seed, out_dir=args.out,
+                          ghn=args.ghn, seed=args.seed, out_dir=args.out,
                           progress=not args.quick, **kw)
     print(result.summary(10))
 
     # the winner, at the benchmark's full size, initialised by the GHN (for the ghn proxy)
     model = result.build(**({} if args.quick else {"C": 16, "N": 5}))
     n = sum(p.numel() for p in model.parameters())
-    init = "GHN-predicted" if result.proxy == "ghn" else "random"
+    init = "GHN-predicted" if result.settings.get("ghn") else "random"
     print(f"\nbest cell: {result.best_arch}\nbuilt with {n:,} parameters ({init} initialisation), "
           f"ready for ghnas.train.train(model, data, ...)")
     return 0

@@ -45,41 +45,13 @@ SPLITS = ("train", "val", "test")
 
 
 def count_flops(model, input_shape: Sequence[int] = (1, 3, 32, 32)) -> int:
-    """Multiply-accumulate count of one forward pass of ``model`` on one input.
+    """Multiply-accumulates of the convolutions and linear layers of one forward pass on
+    one input of ``input_shape`` (batch dimension included), biases and element-wise ops
+    not counted, as NAS benchmarks count: :func:`ghnas.proxies.size.count_flops` with
+    ``elementwise=False, bias=False``."""
+    from ghnas.proxies.size import count_flops as _count
 
-    Counts convolutions and linear layers (the operations that dominate CNN cost), as
-    NAS benchmarks do.
-    """
-    import torch
-    from torch import nn
-
-    total = 0
-
-    def conv_hook(mod: nn.Conv2d, _inp, out):
-        nonlocal total
-        kh, kw = mod.kernel_size
-        total += out.numel() // out.shape[0] * (mod.in_channels // mod.groups) * kh * kw
-
-    def linear_hook(mod: nn.Linear, _inp, out):
-        nonlocal total
-        total += out.numel() // out.shape[0] * mod.in_features
-
-    hooks = []
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            hooks.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            hooks.append(m.register_forward_hook(linear_hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(*input_shape))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return int(total)
+    return _count(model, tuple(input_shape)[1:], elementwise=False, bias=False)
 
 
 @dataclass

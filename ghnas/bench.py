@@ -104,7 +104,9 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
 
 def _jsonable(obj: Any) -> Any:
     """Settings as they read back from JSON (tuples -> lists), so comparisons are exact."""
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+    from ._util import jsonable
+
+    return jsonable(obj)
 
 
 def _resolved_train_kwargs(train_kwargs: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,22 +2,32 @@
 
 Subcommands::
 
-    ghnas search     --space nb201 --budget 100 [--strategy random|evolution|tpe] [--ghn PATH]
-    ghnas score      --space nb201 --proxy synflow ARCH ... | --file archs.txt  [--csv out.csv]
+    ghnas search     --space nb201 --budget 100 [--strategy random|evolution|tpe] [--ghn PATH] [--out DIR]
+    ghnas score      --space nb201 --proxy synflow ARCH ... | --file archs.txt  [--out DIR]
     ghnas rank       (same as score)
     ghnas correlate  --space nb201 --truth cifar10_dev.csv [--proxies params,synflow] [--out DIR]
-    ghnas meta-train --space nb201 --data cifar10 --steps 1000 --out runs/meta [--resume]
-    ghnas archset    --space nb201 --n-train 1000 --n-val 100 --n-test 100 --out archs.h5
-    ghnas bench      --space nb201 --n 20 --epochs 1 --out bench.csv
+    ghnas meta-train --space nb201 --data cifar10 --steps 1000 --out DIR [--resume]
+    ghnas archset    --space nb201 --n-train 1000 --n-val 100 --n-test 100 --out DIR
+    ghnas bench      --space nb201 --n 20 --epochs 1 --out DIR
 
-Every long job shows a progress bar and can be re-run with the same arguments to resume.
+``--out`` is always a folder, and one rule resumes every long command: run it again into
+the same folder. ``search``, ``score``, ``correlate`` and ``bench`` record their settings there
+(``run.json``), refuse a run with other settings into it, and lock it while they run;
+without ``--out`` they use ``runs/<command>-<space>-<digest of the settings>``, so the
+same command resumes and another one gets its own folder. ``meta-train`` continues its
+run folder with ``--resume``.
+
 Bad input (an unknown space, proxy or strategy, an invalid architecture string, a
-missing file) ends with a one-line message and exit status 2; set ``GHNAS_DEBUG=1`` to
-see the traceback instead.
+missing file, an output folder of another run: :class:`ghnas.errors.InputError`) ends
+with a one-line message and exit status 2; set ``GHNAS_DEBUG=1`` to see the traceback
+instead. Any other error is a bug: its traceback is shown with a request to report it.
+A search or score table whose proxy ranked nothing (every score equal, or none finite)
+says so and exits with status 3.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
@@ -25,15 +35,22 @@ import math
 import os
 import re
 import sys
-import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 __all__ = ["main", "build_parser"]
 
 
-class CLIError(Exception):
-    """A user error: printed as one line, exit status 2."""
+from .errors import DegenerateResultWarning, InputError
+
+
+class CLIError(InputError):
+    """A user error found by the command line itself: printed as one line, exit status 2."""
+
+
+#: exit status of a search or score table whose proxy ranked nothing
+EXIT_DEGENERATE = 3
 
 
 # ----------------------------------------------------------------------------------------
@@ -87,8 +104,21 @@ def _device(text: str | None) -> str | None:
     return None if text in (None, "auto") else text
 
 
-def _timestamp() -> str:
-    return time.strftime("%Y%m%d-%H%M%S")
+_NOT_SETTINGS = {"func", "command", "quiet", "device", "threads", "top", "out", "n_boot_progress"}
+
+
+def _out_folder(args, space_name: str) -> Path:
+    """``--out``, or ``runs/<command>-<space>-<digest>``: a digest of the arguments that
+    change the results, so the same command resumes and another gets its own folder."""
+    if args.out:
+        return Path(args.out)
+    import hashlib
+
+    from ._util import json_key
+
+    given = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_SETTINGS}
+    digest = hashlib.sha256(json_key(given).encode()).hexdigest()[:8]
+    return Path("runs") / f"{args.command}-{space_name}-{digest}"
 
 
 def _space(name: str):
@@ -133,35 +163,18 @@ def _check_archs(space, archs: Sequence[str]) -> None:
             raise CLIError(f"invalid {space.name} architecture {a!r}: {e}") from None
 
 
-def _make_proxy(name: str, space, ghn: str | None, device):
-    """A proxy instance; for 'ghn' the GHN is loaded once (clear error if there is none)."""
-    from .proxies import get_proxy
+def _setup(args, space, proxy: str, dev, ghn_only_if_needed: bool = False):
+    """The proxy ready to score (its GHN loaded once; ``--ghn`` goes to GHN proxies)."""
+    from .searching import prepare_proxy
 
-    from .proxies.ghn import GHN_PROXIES
-
-    if name in GHN_PROXIES:
-        from .search import _load_search_ghn
-
-        net, ref = _load_search_ghn(ghn, space.name, device)
-        return get_proxy(name, ghn=net), ref
-    return get_proxy(name), None
-
-
-def _build_kwargs_for(args, space, ghn_ref: str | None) -> dict[str, Any]:
-    from .search import proxy_build_kwargs
-
-    given = _kv(args.build, "--build value")
-    if given is not None:
-        return given
-    if ghn_ref is not None and not ghn_ref.startswith("instance:"):
-        return proxy_build_kwargs(space.name, ghn_ref)
-    return proxy_build_kwargs(space.name)
+    return prepare_proxy(space, proxy, ghn=args.ghn, build_kwargs=_kv(args.build, "--build value"),
+                         batch_size=args.batch_size, device=dev, ghn_only_if_needed=ghn_only_if_needed)
 
 
 def _proxy_data(args):
-    from .search import _proxy_images
+    from .searching import proxy_images
 
-    return _proxy_images(args.data, args.data_root)
+    return proxy_images(args.data, args.data_root, args.val_size)
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]], last_left: bool = True) -> None:
@@ -189,10 +202,10 @@ def _fmt(v: float) -> str:
 # subcommands
 # ----------------------------------------------------------------------------------------
 def cmd_search(args) -> int:
-    from .search import search
+    from .searching import search
 
     space = _space(args.space)
-    out = Path(args.out) if args.out else Path("runs") / f"search-{space.name}-{_timestamp()}"
+    out = _out_folder(args, space.name)
     strategy_kwargs = _kv(args.option, "--option value") or {}
     for k in ("population", "sample_size"):
         v = getattr(args, k)
@@ -205,117 +218,177 @@ def cmd_search(args) -> int:
             train_kwargs["epochs"] = args.train_epochs
         else:
             train_kwargs["steps"] = args.train_steps
-    result = search(
-        space=space, budget=args.budget, proxy=args.proxy, strategy=args.strategy, data=args.data,
-        seed=args.seed, train_top_k=args.train_top_k, build_kwargs=_kv(args.build, "--build value"),
-        ghn=args.ghn, device=_device(args.device), progress=not args.quiet, out_dir=out,
-        data_root=args.data_root, batch_size=args.batch_size, train_data=args.train_data,
-        train_kwargs=train_kwargs, threads=None if args.threads == 0 else args.threads,
-        **strategy_kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateResultWarning)  # said below, as the exit status
+        result = _search_from_args(search, args, space, out, strategy_kwargs, train_kwargs)
     print(result.summary(args.top))
-    print(f"\nbest: {result.best_arch}")
     print(f"wrote {out / 'result.json'} and {out / 'search.png'}")
+    if result.degenerate:
+        print(f"ghnas search: no best architecture: {result.degenerate}", file=sys.stderr)
+        return EXIT_DEGENERATE
+    print(f"\nbest: {result.best_arch}")
     return 0
 
 
-def cmd_score(args) -> int:
-    import torch
+def _search_from_args(search, args, space, out: Path, strategy_kwargs: dict, train_kwargs: dict | None):
+    return search(
+        space=space, budget=args.budget, proxy=args.proxy, strategy=args.strategy, data=args.data,
+        seed=args.seed, train_top_k=args.train_top_k, build_kwargs=_kv(args.build, "--build value"),
+        ghn=args.ghn, device=_torch_device(args.device), progress=not args.quiet, out_dir=out,
+        data_root=args.data_root, batch_size=args.batch_size, val_size=args.val_size,
+        train_data=args.train_data, train_kwargs=train_kwargs,
+        threads=None if args.threads == 0 else args.threads, **strategy_kwargs)
 
+
+def cmd_score(args) -> int:
     from .proxies import score
 
     space = _space(args.space)
     archs = _read_archs(args)
     _check_archs(space, archs)
-    dev = torch.device(_device(args.device) or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.ghn and args.proxy != "ghn":
-        raise CLIError(f"--ghn is only used by --proxy ghn, not by {args.proxy!r}")
-    prox, ref = _make_proxy(args.proxy, space, args.ghn, dev)
-    kw = _build_kwargs_for(args, space, ref)
-    data = _proxy_data(args) if prox.needs_data else None
-    from .search import DEFAULT_BATCH, DEFAULT_BATCH_OTHER
+    dev = _torch_device(args.device)
+    setup = _setup(args, space, args.proxy, dev)
+    data = _proxy_data(args) if setup.proxy.needs_data else None
+    out = Path(args.out) if args.out else None
+    cache = out / "scores.jsonl" if out is not None else None
+    run = contextlib.nullcontext()
+    if out is not None:
+        from ._io import RunFolder
 
-    bs = args.batch_size or DEFAULT_BATCH.get(args.proxy, DEFAULT_BATCH_OTHER)
-    table = score(archs, space, prox, data, args.seed, bs, kw, not args.quiet,
-                  cache=args.cache, device=dev)
+        run = RunFolder(out, "score", {"space": space.name, "proxy": setup.label, "archs": archs, "seed": args.seed,
+                                       "data": args.data, "data_root": args.data_root, "val_size": args.val_size,
+                                       "batch_size": setup.batch_size, "build_kwargs": setup.build_kwargs,
+                                       **setup.settings})
+    with run, _maybe_threads(args, dev):
+        table = score(archs, space, setup.proxy, data, args.seed, setup.batch_size, setup.build_kwargs,
+                      not args.quiet, cache=cache, device=dev)
+        if out is not None:
+            table.to_csv(out / "scores.csv")
     ranked = table.ranked()
     order = {id(r): i for i, r in enumerate(table.rows)}
     _print_table(["rank", "score", "seconds", "input"] + ["arch"],
                  [[str(i), _fmt(r.score), f"{r.seconds:.2f}", str(order[id(r)] + 1), r.arch]
                   for i, r in enumerate(ranked, 1)])
-    if args.csv:
-        table.to_csv(args.csv)
-        print(f"wrote {args.csv}")
+    if out is not None:
+        print(f"wrote {out / 'scores.csv'}")
+    if table.degenerate:
+        print(f"ghnas {args.command}: the ranking is meaningless: {table.degenerate}", file=sys.stderr)
+        return EXIT_DEGENERATE
     return 0
 
 
-def cmd_correlate(args) -> int:
-    import torch
+def _torch_device(text: str | None):
+    from ._util import default_device
 
-    from . import correlation
-    from .proxies import available_proxies, score
+    try:
+        return default_device(_device(text))
+    except RuntimeError as e:  # torch's message for a malformed device string
+        raise CLIError(f"bad --device {text!r}: {e}") from None
 
-    space = _space(args.space)
-    truth_path = Path(args.truth)
-    if not truth_path.is_file():
-        raise CLIError(f"ground-truth file {str(truth_path)!r} does not exist")
-    truth = correlation.read_truth(truth_path, args.arch_col, args.acc_col, space)
-    archs = list(truth)
-    if args.n is not None:
-        if args.n < 5:
-            raise CLIError(f"--n must be at least 5 (rank statistics need a few points), got {args.n}")
-        archs = archs[: args.n]
-    truth = {a: truth[a] for a in archs}
+
+def _maybe_threads(args, dev):
+    from ._util import cpu_threads
+
+    n = getattr(args, "threads", None)
+    return cpu_threads(None if not n else n, dev)
+
+
+def _correlate_proxies(args, space) -> list[str]:
+    from .ghn import default_ghn_name
+    from .proxies import available_proxies
+
     proxies = _names(args.proxies)
     if not proxies:
         proxies = ["params", "flops", "synflow"]
-        from .ghn import available_ghns
-        from .proxies.ghn import default_ghn_name
-
-        if args.ghn or default_ghn_name(space.name) in available_ghns():
+        if args.ghn or default_ghn_name(space.name) is not None:
             proxies.insert(0, "ghn")
     known = set(available_proxies())
     bad = [p for p in proxies if p not in known and not p.startswith("vote:") and "+" not in p]
     if bad:
         raise CLIError(f"unknown proxy {bad[0]!r}; valid proxies: {', '.join(sorted(known))}")
-    out = Path(args.out) if args.out else Path("runs") / f"correlate-{space.name}-{_timestamp()}"
-    out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(_device(args.device) or ("cuda" if torch.cuda.is_available() else "cpu"))
-    data = None
-    scores: dict[str, dict[str, float]] = {}
-    seconds: dict[str, float] = {}
-    from .search import DEFAULT_BATCH, DEFAULT_BATCH_OTHER, _threads
+    return proxies
 
-    for name in proxies:
-        prox, ref = _make_proxy(name, space, args.ghn, dev)
-        kw = _build_kwargs_for(args, space, ref)
-        if prox.needs_data and data is None:
-            data = _proxy_data(args)
-        # an ensemble feeds one batch to all its members: give it the batch its GHN member
-        # would get alone, so the member's scores equal (and share a cache with) the GHN's
-        members = name[len("vote:"):].split(",") if name.startswith("vote:") else name.split("+")
-        bs = args.batch_size or max(DEFAULT_BATCH.get(m.strip(), DEFAULT_BATCH_OTHER) for m in members)
-        if not args.quiet:
-            print(f"scoring {len(archs)} architectures with {name} ...", file=sys.stderr)
-        with _threads(args.threads or None, dev):
-            table = score(archs, space, prox, data if prox.needs_data else None, args.seed, bs, kw,
-                          not args.quiet, cache=out / "scores.jsonl", device=dev)
-        sign = 1.0 if table.higher_is_better else -1.0  # correlate() wants higher = better
-        scores[name] = {a: sign * r.score for a, r in zip(archs, table.rows)}
-        seconds[name] = sum(r.seconds for r in table.rows) / len(table.rows)
-    report = correlation.correlate(scores, truth, seconds, n_boot=args.n_boot, seed=args.seed)
-    report.to_json(out / "report.json")
-    text = report.table()
-    (out / "report.md").write_text(f"# {space.name}: {len(archs)} architectures of {truth_path.name} "
-                                   f"({args.acc_col})\n\n{text}\n")
-    with open(out / "scores.csv", "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["arch", args.acc_col] + proxies)
-        for a in archs:
-            w.writerow([a, repr(truth[a])] + [repr(scores[p][a]) for p in proxies])
-    correlation.scatter_plots(scores, truth, out / "scatter.png", truth_label=args.acc_col, x_axis="rank")
-    print(text)
+
+def _read_truth(args, space):
+    from . import correlation
+
+    truth_path = Path(args.truth)
+    if not truth_path.is_file():
+        raise CLIError(f"ground-truth file {str(truth_path)!r} does not exist")
+    try:
+        truth = correlation.read_truth(truth_path, args.arch_col, args.acc_col, space)
+    except ValueError as e:  # the file's content is the user's input; the message names file and line
+        raise CLIError(str(e)) from None
+    archs = list(truth)
+    if args.n is not None:
+        if args.n < 5:
+            raise CLIError(f"--n must be at least 5 (rank statistics need a few points), got {args.n}")
+        archs = archs[: args.n]
+    return truth_path, {a: truth[a] for a in archs}
+
+
+def cmd_correlate(args) -> int:
+    from . import correlation
+    from ._io import RunFolder
+    from .proxies import score
+
+    space = _space(args.space)
+    truth_path, truth = _read_truth(args, space)
+    archs = list(truth)
+    proxies = _correlate_proxies(args, space)
+    dev = _torch_device(args.device)
+    setups = [_setup(args, space, name, dev, ghn_only_if_needed=True) for name in proxies]
+    if args.ghn and not any(s.proxy.needs_ghn for s in setups):
+        raise CLIError(f"--ghn is only used by GHN proxies (ghn, ghn_acc, or an ensemble with one); "
+                       f"--proxies {','.join(proxies)} has none")
+    out = _out_folder(args, space.name)
+    run_settings = {"space": space.name, "truth": str(truth_path.resolve()), "acc_col": args.acc_col,
+                    "n": len(archs), "seed": args.seed, "data": args.data, "data_root": args.data_root,
+                    "val_size": args.val_size, "n_boot": args.n_boot,
+                    "proxies": {n: {"build_kwargs": s.build_kwargs, "batch_size": s.batch_size, **s.settings}
+                                for n, s in zip(proxies, setups)}}
+    with RunFolder(out, "correlate", run_settings):
+        data = None
+        scores: dict[str, dict[str, float]] = {}
+        seconds: dict[str, float] = {}
+        for name, setup in zip(proxies, setups):
+            if setup.proxy.needs_data and data is None:
+                data = _proxy_data(args)
+            if not args.quiet:
+                print(f"scoring {len(archs)} architectures with {name} ...", file=sys.stderr)
+            with _maybe_threads(args, dev):
+                table = score(archs, space, setup.proxy, data if setup.proxy.needs_data else None, args.seed,
+                              setup.batch_size, setup.build_kwargs, not args.quiet,
+                              cache=out / "scores.jsonl", device=dev)
+            if table.degenerate:
+                print(f"ghnas correlate: {name} ranked nothing: {table.degenerate}", file=sys.stderr)
+            sign = 1.0 if table.higher_is_better else -1.0  # correlate() wants higher = better
+            scores[name] = {a: sign * r.score for a, r in zip(archs, table.rows)}
+            seconds[name] = sum(r.seconds for r in table.rows) / len(table.rows)
+        report = correlation.correlate(scores, truth, seconds, n_boot=args.n_boot, seed=args.seed)
+        _write_correlation(out, report, scores, truth, proxies, truth_path, args.acc_col, space.name)
+    print(report.table())
     print(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'scores.csv'} and {out / 'scatter.png'}")
     return 0
+
+
+def _write_correlation(out: Path, report, scores, truth, proxies, truth_path: Path, acc_col: str,
+                       space_name: str) -> None:
+    from . import correlation
+    from ._io import atomic_write_text
+
+    report.to_json(out / "report.json")
+    atomic_write_text(out / "report.md", f"# {space_name}: {len(truth)} architectures of {truth_path.name} "
+                                         f"({acc_col})\n\n{report.table()}\n")
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["arch", acc_col] + proxies)
+    for a in truth:
+        w.writerow([a, repr(truth[a])] + [repr(scores[p][a]) for p in proxies])
+    atomic_write_text(out / "scores.csv", buf.getvalue())
+    correlation.scatter_plots(scores, truth, out / "scatter.png", truth_label=acc_col, x_axis="rank")
 
 
 def _metatrain_docs() -> dict[str, str]:
@@ -360,7 +433,11 @@ def cmd_meta_train(args) -> int:
     if args.resume:
         res = meta_train(args.out, None, resume=True, progress=not args.quiet, **given)
     else:
-        res = meta_train(args.out, MetaTrainConfig(**given), progress=not args.quiet)
+        try:
+            config = MetaTrainConfig(**given)
+        except (TypeError, ValueError) as e:  # the options themselves are the input
+            raise CLIError(str(e)) from None
+        res = meta_train(args.out, config, progress=not args.quiet)
     last = res.evals[-1] if res.evals else None
     print(f"meta-trained {res.step} steps in {res.seconds:.0f}s; GHN written to {res.ghn_path}")
     if last:
@@ -373,7 +450,10 @@ def cmd_archset(args) -> int:
     from .archset import write_archset
 
     _space(args.space)
-    path = write_archset(args.out, space=args.space, n_train=args.n_train, n_val=args.n_val,
+    out = Path(args.out)
+    if out.suffix.lower() in (".h5", ".hdf5"):
+        raise CLIError(f"--out names a folder (the dataset goes to OUT/archset.h5), not a file: {str(out)!r}")
+    path = write_archset(out / "archset.h5", space=args.space, n_train=args.n_train, n_val=args.n_val,
                          n_test=args.n_test, seed=args.seed, build_kwargs=_kv(args.build, "--build value"),
                          progress=not args.quiet)
     print(f"wrote {path}")
@@ -384,11 +464,20 @@ def cmd_bench(args) -> int:
     from .bench import bench
 
     _space(args.space)
-    out = bench(space=args.space, n=args.n, epochs=args.epochs, data=args.data, data_root=args.data_root,
-                out=args.out, seed=args.seed, build_kwargs=_kv(args.build, "--build value"),
-                train_kwargs=_kv(args.train, "--train value"), device=_device(args.device),
-                progress=not args.quiet, val_size=args.val_size, train_size=args.train_size,
-                data_seed=args.data_seed)
+    folder = Path(args.out)
+    if folder.suffix.lower() == ".csv":
+        raise CLIError(f"--out names a folder (results go to OUT/bench.csv), not a file: {str(folder)!r}")
+    from ._io import RunFolder
+
+    # --n may grow between runs: more architectures extend the same table
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_SETTINGS | {"n"}}
+    with RunFolder(folder, "bench", settings):
+        out = bench(space=args.space, n=args.n, epochs=args.epochs, data=args.data, data_root=args.data_root,
+                    out=folder / "bench.csv", seed=args.seed, build_kwargs=_kv(args.build, "--build value"),
+                    train_kwargs=_kv(args.train, "--train value"), device=_device(args.device),
+                    progress=not args.quiet, train_size=args.train_size,
+                    **({} if args.val_size is None else {"val_size": args.val_size}),
+                    data_seed=args.data_seed)
     print(f"wrote {out}")
     return 0
 
@@ -402,17 +491,21 @@ def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--build", action="append", metavar="KEY=VALUE",
                    help="network size passed to the space's build(), e.g. --build C=8,N=1 "
-                        "(default: the proxy sizes of ghnas.search.PROXY_BUILD_KWARGS)")
+                        "(default: the proxy sizes of ghnas.searching.PROXY_BUILD_KWARGS)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     if data:
         p.add_argument("--data", default="sample",
                        help="images: sample (shipped CIFAR-10 sample, offline), cifar10 or "
                             "imagefolder:PATH (default: sample)")
         p.add_argument("--data-root", default=None, help="dataset root folder for --data")
+        p.add_argument("--val-size", type=int, default=None,
+                       help="images in the validation split carved from --data's training images "
+                            "(default: 5000 for CIFAR-10, a tenth of a smaller ImageFolder)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .searching.strategies import available_strategies
 
     ap = argparse.ArgumentParser(prog="ghnas", description="Neural architecture search with Graph HyperNetworks.")
     ap.add_argument("--version", action="version", version=f"ghnas {__version__}")
@@ -424,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Score BUDGET distinct architectures with a proxy and report the best.")
     _common(p)
     p.add_argument("--budget", type=int, default=100, help="distinct architectures to score (default 100)")
-    p.add_argument("--strategy", default="random", help="random, evolution or tpe (default random)")
+    p.add_argument("--strategy", default="random", choices=available_strategies(),
+                   help="search strategy (default random)")
     p.add_argument("--proxy", default="ghn", help="ghn (default), synflow, naswot, params, ... or vote:a,b")
     p.add_argument("--ghn", default=None, help="GHN name or checkpoint path (default: the GHN shipped for the space)")
     p.add_argument("--batch-size", type=int, default=None, help="images scored per architecture "
@@ -441,8 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data for --train-top-k (default --data; 'sample' has no train split)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads while scoring (default 1; 0 = torch's default)")
     p.add_argument("--top", type=int, default=10, help="rows of the summary table (default 10)")
-    p.add_argument("--out", default=None, help="output folder (default runs/search-<space>-<time>); "
-                                               "re-run with the same --out to resume")
+    p.add_argument("--out", default=None, help="output folder (default runs/search-<space>-<digest of the "
+                                               "settings>); the same command into it resumes")
     p.set_defaults(func=cmd_search)
 
     # score / rank
@@ -457,8 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--proxy", default="synflow", help="proxy name (default synflow)")
         p.add_argument("--ghn", default=None, help="GHN name or path for --proxy ghn")
         p.add_argument("--batch-size", type=int, default=None)
-        p.add_argument("--csv", default=None, help="write the scores to this CSV")
-        p.add_argument("--cache", default=None, help="JSON-lines cache of scores (resume)")
+        p.add_argument("--threads", type=int, default=1, help="CPU threads while scoring (0 = torch's default)")
+        p.add_argument("--out", default=None,
+                       help="output folder: scores.csv, and the score cache scores.jsonl (a re-run resumes)")
         p.set_defaults(func=cmd_score)
 
     # correlate
@@ -477,8 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
     p.add_argument("--threads", type=int, default=1, help="CPU threads while scoring (0 = torch's default)")
-    p.add_argument("--out", default=None, help="output folder (default runs/correlate-<space>-<time>); "
-                                               "scores are cached there, so a re-run resumes")
+    p.add_argument("--out", default=None, help="output folder (default runs/correlate-<space>-<digest of "
+                                               "the settings>); scores are cached there, so a re-run resumes")
     p.set_defaults(func=cmd_correlate)
 
     # meta-train: one option per MetaTrainConfig field
@@ -522,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--build", action="append", metavar="KEY=VALUE", help="network size, e.g. --build C=16,N=5")
-    p.add_argument("--out", required=True, help="output .h5 file")
+    p.add_argument("--out", required=True, help="output folder; the dataset is written to OUT/archset.h5")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_archset)
 
@@ -533,10 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(data="cifar10")
     p.add_argument("--n", type=int, default=20, help="architectures (default 20)")
     p.add_argument("--epochs", type=float, default=1.0, help="training epochs per architecture (default 1)")
-    p.add_argument("--out", required=True, help="CSV to append to (resumes)")
+    p.add_argument("--out", required=True, help="output folder; results are appended to OUT/bench.csv (resumes)")
     p.add_argument("--train", action="append", metavar="KEY=VALUE",
                    help="ghnas.train.train options, e.g. --train batch_size=128,lr=0.05")
-    p.add_argument("--val-size", type=int, default=5000)
     p.add_argument("--train-size", type=int, default=None, help="train on a subset of this many images")
     p.add_argument("--data-seed", type=int, default=0)
     p.set_defaults(func=cmd_bench)
@@ -547,21 +641,19 @@ def build_parser() -> argparse.ArgumentParser:
 # entry point
 # ----------------------------------------------------------------------------------------
 def _user_errors() -> tuple[type[BaseException], ...]:
-    # OSError covers missing files, existing outputs, permissions and failed downloads
-    return (CLIError, ValueError, KeyError, OSError)
+    """The documented input errors: ours, an invalid architecture string, and file-system
+    errors about the paths given (missing, existing, not a folder, no permission)."""
+    from search_spaces import InvalidArchitecture
+
+    return (InputError, InvalidArchitecture, FileNotFoundError, FileExistsError, IsADirectoryError,
+            NotADirectoryError, PermissionError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    """Run the command line; returns the exit status (0 ok, 2 bad input, 3 nothing ranked,
+    130 interrupted). Other errors propagate with their traceback: they are bugs."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "strategy", None) is not None:
-        from .search import STRATEGIES
-
-        if args.strategy not in STRATEGIES:
-            print(f"ghnas {args.command}: error: unknown search strategy {args.strategy!r}; valid: "
-                  f"{', '.join(STRATEGIES)}", file=sys.stderr)
-            return 2
     debug = os.environ.get("GHNAS_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
@@ -571,10 +663,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as e:
         if debug:
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        msg = " ".join(str(msg).split())  # one line
+        msg = " ".join(str(e).split())  # one line
         print(f"ghnas {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except Exception:
+        print(f"ghnas {args.command}: internal error (a bug in ghnas, not in your input); please report "
+              "it with the traceback below and the command you ran", file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -53,6 +53,7 @@ from typing import Any, Union
 import numpy as np
 
 from ghnas._io import atomic_savefig, atomic_write_text
+from ghnas._util import degenerate_reason, jsonable
 
 __all__ = [
     "read_truth",
@@ -590,13 +591,7 @@ def bootstrap_ci(
 
 def _json_safe(obj: Any) -> Any:
     """Replace NaN/inf by None so the output is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
+    return jsonable(obj, nonfinite="null")
 
 
 @dataclass
@@ -611,6 +606,9 @@ class ProxyCorrelation:
     top_k_precision: Interval
     top_k: int
     seconds_per_arch: float | None = None
+    #: why the proxy ranked nothing (every score equal, or none finite), else None; its
+    #: statistics are then undefined or chance level, not evidence
+    degenerate: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -671,7 +669,8 @@ class CorrelationReport:
             cells.append(fmt(p.seconds_per_arch, ".4g"))
             cells.append(str(p.n_nonfinite))
             lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        notes = [f"- {p.proxy} ranked nothing: {p.degenerate}" for p in self.sorted() if p.degenerate]
+        return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def correlate(
@@ -743,6 +742,7 @@ def correlate(
                 ),
                 top_k=k,
                 seconds_per_arch=None if name not in seconds else float(seconds[name]),
+                degenerate=degenerate_reason([proxy_scores[a] for a in shared]),
             )
         )
     return CorrelationReport(

@@ -59,8 +59,7 @@ __all__ = [
     "default_root",
     "load",
     "random_crop_flip",
-    "train_val",
-]
+    "train_val", "default_val_size"]
 
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
@@ -248,7 +247,7 @@ def random_crop_flip(images: torch.Tensor, pad: int = 4,
 # load()
 # --------------------------------------------------------------------------------------
 def load(name: str = "cifar10", root: str | os.PathLike | None = None, split: str | None = None,
-         download: bool = False, val_size: int = 5000, seed: int = 0, cache: bool = True,
+         download: bool = False, val_size: int | None = None, seed: int = 0, cache: bool = True,
          image_size: int | None = None) -> ImageData:
     """Load an image dataset into memory as an :class:`ImageData`.
 
@@ -272,7 +271,8 @@ def load(name: str = "cifar10", root: str | os.PathLike | None = None, split: st
             ``'test'`` is the official test set. ``None`` means ``'train'``, except for
             ``'sample'`` where it means ``'test'``.
         download: let torchvision download the original CIFAR-10 (~170 MB) into ``root``.
-        val_size: size of the ``'val'`` split.
+        val_size: size of the ``'val'`` split; ``None``: :func:`default_val_size` of the
+            training images (5,000 for CIFAR-10, a tenth of a small ImageFolder).
         seed: fixes the train/val split and the order of the returned images (each split
             comes back in a seeded random order, so that even an unshuffled first batch
             holds a mix of classes).
@@ -307,8 +307,10 @@ def load(name: str = "cifar10", root: str | os.PathLike | None = None, split: st
 
     split = "train" if split is None else split
     _check_split(split)
-    if val_size < 0:
-        raise ValueError(f"val_size must be >= 0; got {val_size}")
+    if val_size is not None and (not isinstance(val_size, int) or isinstance(val_size, bool) or val_size < 0):
+        from .errors import InputError
+
+        raise InputError(f"val_size must be a non-negative integer (or None for the default); got {val_size!r}")
 
     if key == "cifar10":
         base = Path(root).expanduser() if root is not None else default_root()
@@ -374,9 +376,9 @@ def default_root() -> Path:
 
 def cache_dir() -> Path:
     """Folder for decoded-array caches: ``$GHNAS_CACHE/data`` (default ``~/.cache/ghnas/data``)."""
-    env = os.environ.get("GHNAS_CACHE")
-    base = Path(env).expanduser() if env else Path("~/.cache/ghnas").expanduser()
-    return base / "data"
+    from ._util import cache_root
+
+    return cache_root() / "data"
 
 
 _CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -395,15 +397,28 @@ def _seeded_order(data: ImageData, seed: int, idx: np.ndarray | None = None) -> 
     return data._take(torch.from_numpy(idx[perm]))
 
 
-def _carve(data: ImageData, split: str, val_size: int, seed: int) -> ImageData:
+def default_val_size(n_train_images: int) -> int:
+    """The validation split carved from ``n_train_images`` when none is asked for: a tenth
+    of them, at most 5,000 (CIFAR-10's 50,000 give the usual 5,000; a 600-image
+    ImageFolder gives 60), at least one."""
+    return max(1, min(5000, int(n_train_images) // 10))
+
+
+def _carve(data: ImageData, split: str, val_size: int | None, seed: int) -> ImageData:
     """Cut ``split`` out of the training pool ``data`` and give it a seeded order."""
     idx = None
+    if val_size is None:
+        val_size = default_val_size(len(data))
     if split != "train+val":
         if val_size >= len(data):
-            raise ValueError(f"val_size={val_size} must be smaller than the {len(data)} training "
+            from .errors import InputError
+
+            raise InputError(f"val_size={val_size} must be smaller than the {len(data)} training "
                              f"images of {data.source or 'this dataset'}")
         if split == "val" and val_size == 0:
-            raise ValueError("split='val' needs val_size > 0")
+            from .errors import InputError
+
+            raise InputError("split='val' needs val_size > 0")
         val_idx = _stratified_pick(data.labels.numpy(), val_size, np.random.default_rng(seed))
         mask = np.zeros(len(data), dtype=bool)
         mask[val_idx] = True
@@ -463,7 +478,7 @@ def _load_sample() -> ImageData:
 # --------------------------------------------------------------------------------------
 # original CIFAR-10 through torchvision
 # --------------------------------------------------------------------------------------
-def _load_torchvision_cifar10(root: Path, split: str, val_size: int, seed: int,
+def _load_torchvision_cifar10(root: Path, split: str, val_size: int | None, seed: int,
                               download: bool) -> ImageData:
     from torchvision.datasets import CIFAR10
 
@@ -501,7 +516,7 @@ def _is_split_tree(path: Path, need_test: bool) -> bool:
     return not need_test or (path / "test").is_dir()
 
 
-def _load_from_tree(path: Path, split: str, val_size: int, seed: int, cache: bool,
+def _load_from_tree(path: Path, split: str, val_size: int | None, seed: int, cache: bool,
                     image_size: int | None, label: str) -> ImageData:
     if _is_split_tree(path, need_test=False):
         train_dir = path / "train"

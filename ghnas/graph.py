@@ -135,18 +135,9 @@ class Graph:
         ``cutoff`` hops apart that has no real edge. ``cutoff=1`` gives only real edges.
         Rows are sorted by ``(src, dst)``.
         """
-        edges = np.asarray(self.edges, dtype=np.int64).reshape(-1, 2)
-        n = len(self.nodes)
-        if cutoff <= 1 or len(edges) == 0:
-            order = np.lexsort((edges[:, 1], edges[:, 0]))
-            return np.concatenate([edges[order], np.ones((len(edges), 1), np.int64)], 1)
-        from scipy.sparse import csr_matrix
-        from scipy.sparse.csgraph import shortest_path
+        from .ghn.batch import hop_edges  # the one hop-edge routine, shared with GraphBatch
 
-        adj = csr_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-        dist = shortest_path(adj, method="D", directed=True, unweighted=True)
-        src, dst = np.nonzero(np.isfinite(dist) & (dist > 0) & (dist <= cutoff))
-        return np.stack([src, dst, dist[src, dst].astype(np.int64)], 1).astype(np.int64)
+        return hop_edges(len(self.nodes), self.edges, cutoff)[0]
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (inverse: :meth:`from_dict`)."""
@@ -202,13 +193,10 @@ class Graph:
 
     def depths(self) -> np.ndarray:
         """Depth of every node: the length of the longest path from a source node."""
-        depth = np.zeros(len(self.nodes), dtype=np.int64)
+        from .ghn.batch import topological_levels  # one level sweep, shared with GraphBatch
+
         edges = np.asarray(self.edges, dtype=np.int64).reshape(-1, 2)
-        # edges sorted by destination: every source index is final before it is read
-        for s, d in edges[np.argsort(edges[:, 1], kind="stable")]:
-            if depth[s] + 1 > depth[d]:
-                depth[d] = depth[s] + 1
-        return depth
+        return topological_levels(len(self.nodes), edges[:, 0], edges[:, 1])
 
     def draw(self, path: str | None = None, ax=None, node_size: float | None = None,
              labels: bool = False):
@@ -231,69 +219,10 @@ class Graph:
             >>> g = extract(torchvision.models.resnet18(num_classes=10))
             >>> ax = g.draw("resnet18.png")  # doctest: +SKIP
         """
-        from matplotlib.lines import Line2D
+        from .drawing import draw_graph
 
-        n = len(self.nodes)
-        depth = self.depths()
-        n_layers = int(depth.max()) + 1 if n else 1
-        width = max(np.bincount(depth).max() if n else 1, 1)
-        pos = np.zeros((n, 2))
-        for level in range(n_layers):
-            members = np.nonzero(depth == level)[0]
-            k = len(members)
-            for j, i in enumerate(members):
-                pos[i] = ((j - (k - 1) / 2.0), -level)
+        return draw_graph(self, path, ax=ax, node_size=node_size, labels=labels)
 
-        if ax is None:
-            size = (min(4 + 0.6 * width, 30), min(3 + 0.25 * n_layers, 60))
-            if path is not None:
-                # a bare Figure needs no display and leaves pyplot's state alone
-                from matplotlib.figure import Figure
-
-                ax = Figure(figsize=size).subplots()
-            else:
-                import matplotlib.pyplot as plt
-
-                _, ax = plt.subplots(figsize=size)
-        if node_size is None:
-            node_size = float(np.clip(4000.0 / max(n, 1), 12, 120))
-
-        colors = _OP_COLORS
-        edges = np.asarray(self.edges, dtype=np.int64).reshape(-1, 2)
-        for s, d in edges:
-            # edges that skip layers are bent so they do not hide behind the nodes they pass
-            bend = 0.0 if depth[d] - depth[s] <= 1 else 0.35
-            ax.annotate("", xy=pos[d], xytext=pos[s],
-                        arrowprops=dict(arrowstyle="-|>", lw=0.5, color="0.5", alpha=0.7,
-                                        shrinkA=3, shrinkB=3, mutation_scale=7,
-                                        connectionstyle=f"arc3,rad={bend}"))
-        ops = [node.op for node in self.nodes]
-        present = [p for p in PRIMITIVES if p in set(ops)]
-        for p in present:
-            idx = [i for i, o in enumerate(ops) if o == p]
-            ax.scatter(pos[idx, 0], pos[idx, 1], s=node_size, color=colors[p], edgecolors="k",
-                       linewidths=0.4, zorder=3)
-        if labels:
-            for i, node in enumerate(self.nodes):
-                ax.text(pos[i, 0], pos[i, 1], " " + node.op, fontsize=6, va="center", zorder=4)
-        handles = [Line2D([], [], marker="o", linestyle="", markersize=7, color=colors[p],
-                          markeredgecolor="k", label=p) for p in present]
-        ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
-                  title="op")
-        ax.set_axis_off()
-        ax.set_title(f"{n} nodes, {len(edges)} edges")
-        if path is not None:
-            ax.figure.savefig(path, bbox_inches="tight", dpi=120)
-        return ax
-
-
-# Distinct colours per primitive for Graph.draw (convolutions in greens/blues).
-_OP_COLORS = {
-    "conv": "#2ca02c", "sep_conv": "#17becf", "dil_conv": "#1f77b4", "bias": "#e377c2",
-    "bn": "#ff7f0e", "ln": "#ffdd57", "sum": "#d62728", "concat": "#9467bd",
-    "max_pool": "#8c564b", "avg_pool": "#c49c94", "glob_avg": "#7f7f7f", "msa": "#222222",
-    "cse": "#bcbd22", "pos_enc": "#aec7e8", "input": "#ffffff",
-}
 
 # ============================================================================ extraction
 # Autograd op names (the part before "Backward") of parameter-free ops that GHN-2 keeps.
@@ -397,22 +326,12 @@ def _resolve_input_shape(model: Any, input_shape: Any) -> tuple[int, ...]:
 
 
 def _first_tensor(out: Any, model_name: str):
-    import torch
+    from ._util import first_tensor  # ppuda's rule: the first output (e.g. DARTS' (logits, aux))
 
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)) and out:
-        return _first_tensor(out[0], model_name)  # ppuda: the first output (e.g. DARTS' (logits, aux))
-    if isinstance(out, dict):
-        for key in ("logits", "out"):
-            if key in out:
-                return _first_tensor(out[key], model_name)
-        if out:
-            return _first_tensor(next(iter(out.values())), model_name)
-    if hasattr(out, "logits"):
-        return _first_tensor(out.logits, model_name)
-    raise ValueError(f"the forward pass of {model_name} returned {type(out).__name__}; "
-                     f"expected a tensor, or a tuple/list/dict whose first entry is one")
+    try:
+        return first_tensor(out, model_name)
+    except TypeError as e:
+        raise ValueError(str(e)) from None
 
 
 def _param_owners(model: Any) -> dict[str, tuple[str, Any, str]]:
@@ -459,22 +378,20 @@ def _trace_real(model: Any, shape: tuple[int, ...], device: Any, dtype: Any):
     """Forward on the model's own device, with every parameter requiring grad for the call."""
     import torch
 
+    from ._util import cpu_threads
+
     grads = [(p, p.requires_grad) for p in model.parameters()]
-    threads = torch.get_num_threads()
     try:
         for p, _ in grads:
             if p.is_floating_point() or p.is_complex():
                 p.requires_grad_(True)  # frozen layers must still show up in autograd
-        if device.type == "cpu" and threads > 1:
-            # a batch of one is too small to split across threads, and on a busy machine
-            # the thread pool stalls such passes 10-100x (benchmarks/results/graph.md)
-            torch.set_num_threads(1)
-        x = torch.randn(*shape, device=device, dtype=dtype)
-        with torch.enable_grad():
-            out = model(x)
+        # a batch of one is too small to split across threads, and on a busy machine
+        # the thread pool stalls such passes 10-100x (benchmarks/results/graph.md)
+        with cpu_threads(1, device):
+            x = torch.randn(*shape, device=device, dtype=dtype)
+            with torch.enable_grad():
+                out = model(x)
     finally:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
         for p, req in grads:
             p.requires_grad_(req)
     return out, {id(p): n for n, p in model.named_parameters()}
@@ -606,13 +523,66 @@ def extract(model: Any, input_shape: tuple[int, ...] | None = None, strict: bool
 
 
 def _build(root: Any, leaves: dict, shape: tuple[int, ...]) -> Graph:
-    """Autograd graph (from ``root``) -> GHN-2 graph. See :func:`extract` for the rules."""
-    # ---- 1. collect autograd functions (iteratively: deep nets overflow recursion)
-    fn_index: dict[Any, int] = {}
-    fns: list[Any] = []
+    """Autograd graph (from ``root``) -> GHN-2 graph, in named passes (ppuda's order).
+    See :func:`extract` for the rules."""
+    ag = _read_autograd(root, leaves)
+    g = _build_nodes(ag)
+    embed_nodes = _add_embeddings(ag, g)
+    _rewire_linear(g)
+    _add_input(ag, g, embed_nodes)
+    keep_op = _kept_ops(ag, g)
+    kept, kpred, ksucc = _filter(g, keep_op)
+    kept = _drop_single_input_merges(kept, kpred, ksucc, keep_op)
+    return _finalise(ag, g, keep_op, kept, kpred, ksucc, shape)
+
+
+@dataclass
+class _Autograd:
+    """The autograd functions of one forward pass and how they connect."""
+
+    fns: list[Any]
+    names: list[str]  # type name of each function, e.g. 'AddBackward0'
+    infos: dict[int, _PInfo]  # id(param) -> how it maps onto the graph
+    ins: list[list[int]]  # activation inputs (function indices)
+    pins: list[list[int]]  # parameter inputs (param ids, in next_functions order)
+    has_none: list[bool]  # reads a constant (no autograd history), e.g. the input
+    consumers: list[list[int]]
+    seq: list[int]  # autograd sequence numbers: the forward-pass order
+
+
+@dataclass
+class _Nodes:
+    """The graph under construction: node records and adjacency sets."""
+
+    kind: list[str] = field(default_factory=list)  # 'param', 'op' or 'input'
+    payload: list[Any] = field(default_factory=list)  # param id, function index or None
+    key: list[tuple] = field(default_factory=list)  # order key (forward-pass order)
+    succ: list[set[int]] = field(default_factory=list)
+    pred: list[set[int]] = field(default_factory=list)
+    detached: list[int] = field(default_factory=list)  # weights reached through w.t() and alike
+    embed_uses: list[tuple[int, int]] = field(default_factory=list)  # (param id, consuming fn)
+    norm_bias_of: dict[int, str] = field(default_factory=dict)  # id(norm module) -> bias name
+    entry: list[int] = field(default_factory=list)  # first node of each autograd function
+
+    def new(self, kind: str, payload: Any, key: tuple) -> int:
+        self.kind.append(kind)
+        self.payload.append(payload)
+        self.key.append(key)
+        self.succ.append(set())
+        self.pred.append(set())
+        return len(self.kind) - 1
+
+    def edge(self, a: int, b: int) -> None:
+        if a != b:
+            self.succ[a].add(b)
+            self.pred[b].add(a)
+
+
+def _collect_functions(root: Any) -> tuple[list[Any], dict[Any, int]]:
+    """Every autograd function reachable from ``root`` (iteratively: deep nets overflow recursion)."""
+    fn_index: dict[Any, int] = {root: 0}
+    fns: list[Any] = [root]
     stack = [root]
-    fn_index[root] = 0
-    fns.append(root)
     while stack:
         fn = stack.pop()
         for u, _ in fn.next_functions:
@@ -620,22 +590,25 @@ def _build(root: Any, leaves: dict, shape: tuple[int, ...]) -> Graph:
                 fn_index[u] = len(fns)
                 fns.append(u)
                 stack.append(u)
+    return fns, fn_index
+
+
+def _read_autograd(root: Any, leaves: dict) -> _Autograd:
+    """Per function: activation inputs, parameter inputs, consumers; every parameter used once."""
+    fns, fn_index = _collect_functions(root)
     n_fn = len(fns)
     names = [type(f).__name__ for f in fns]
-
-    # ---- 2. per function: activation inputs, parameter inputs, consumers
-    infos: dict[int, _PInfo] = {}  # id(param) -> info
+    infos: dict[int, _PInfo] = {}
     acc_param: dict[int, int] = {}  # fn idx of an AccumulateGrad -> id(param) (params only)
     for i, f in enumerate(fns):
         if names[i] == "AccumulateGrad":
-            var = f.variable
-            own = leaves.get(id(var))
+            own = leaves.get(id(f.variable))
             if own is not None:  # other leaves that require grad are treated as constants
-                acc_param[i] = id(var)
-                if id(var) not in infos:
-                    infos[id(var)] = _classify(*own, var)
+                acc_param[i] = id(f.variable)
+                if id(f.variable) not in infos:
+                    infos[id(f.variable)] = _classify(*own, f.variable)
     ins: list[list[int]] = [[] for _ in range(n_fn)]
-    pins: list[list[int]] = [[] for _ in range(n_fn)]  # param ids in next_functions order
+    pins: list[list[int]] = [[] for _ in range(n_fn)]
     has_none = [False] * n_fn
     consumers: list[list[int]] = [[] for _ in range(n_fn)]
     param_users: dict[int, list[int]] = {}
@@ -643,20 +616,20 @@ def _build(root: Any, leaves: dict, shape: tuple[int, ...]) -> Graph:
         if names[i] == "AccumulateGrad":
             continue
         for u, _ in f.next_functions:
-            if u is None:
+            j = None if u is None else fn_index[u]
+            if j is None or (names[j] == "AccumulateGrad" and j not in acc_param):
                 has_none[i] = True
-                continue
-            j = fn_index[u]
-            if names[j] == "AccumulateGrad":
-                if j in acc_param:
-                    pins[i].append(acc_param[j])
-                    param_users.setdefault(acc_param[j], []).append(i)
-                else:
-                    has_none[i] = True
-                continue
-            if j not in ins[i]:
+            elif names[j] == "AccumulateGrad":
+                pins[i].append(acc_param[j])
+                param_users.setdefault(acc_param[j], []).append(i)
+            elif j not in ins[i]:
                 ins[i].append(j)
                 consumers[j].append(i)
+    _check_single_use(param_users, infos)
+    return _Autograd(fns, names, infos, ins, pins, has_none, consumers, [f._sequence_nr() for f in fns])
+
+
+def _check_single_use(param_users: dict[int, list[int]], infos: dict[int, _PInfo]) -> None:
     for pid, users in param_users.items():
         if len(users) > 1:
             info = infos[pid]
@@ -666,142 +639,131 @@ def _build(root: Any, leaves: dict, shape: tuple[int, ...]) -> Graph:
                 f"weights or a layer applied more than once); GHN-2 graphs need every "
                 f"parameter to be used exactly once")
 
-    # ---- 3. graph nodes: parameters absorb the autograd function that consumes them
-    # node record: [kind, payload, order key]; kind in 'param', 'op', 'input'
-    node_kind: list[str] = []
-    node_payload: list[Any] = []
-    node_key: list[tuple] = []
-    seq = [f._sequence_nr() for f in fns]
 
-    succ: list[set[int]] = []
-    pred: list[set[int]] = []
-
-    def new_node(kind: str, payload: Any, key: tuple) -> int:
-        node_kind.append(kind)
-        node_payload.append(payload)
-        node_key.append(key)
-        succ.append(set())
-        pred.append(set())
-        return len(node_kind) - 1
-
-    entry = [-1] * n_fn
-    exit_ = [-1] * n_fn
-
-    def add_edge(a: int, b: int) -> None:
-        if a != b:
-            succ[a].add(b)
-            pred[b].add(a)
-
-    embed_edges: list[tuple[int, int]] = []  # (param id, consuming fn)
-    detached: list[int] = []  # weight nodes reached through a parameter-only op (e.g. w.t())
-    norm_bias_of: dict[int, str] = {}  # id(norm module) -> bias name
-    for pid, info in infos.items():
+def _build_nodes(ag: _Autograd) -> _Nodes:
+    """One node per op, except that parameters absorb the op that consumes them: a weight
+    node (then its bias node) stands for a convolution or a linear layer."""
+    g = _Nodes()
+    entry = [-1] * len(ag.fns)
+    exit_ = [-1] * len(ag.fns)
+    for info in ag.infos.values():
         if info.kind == "norm_bias":
-            norm_bias_of[id(info.module)] = info.name
-    for i in range(n_fn):
-        if names[i] == "AccumulateGrad":
+            g.norm_bias_of[id(info.module)] = info.name
+    for i in range(len(ag.fns)):
+        if ag.names[i] == "AccumulateGrad":
             continue
-        weights = [pid for pid in pins[i] if infos[pid].kind in ("weight", "norm_weight")]
-        biases = [pid for pid in pins[i] if infos[pid].kind == "bias"]
-        for pid in pins[i]:
-            if infos[pid].kind == "embed":
-                embed_edges.append((pid, i))
+        weights = [pid for pid in ag.pins[i] if ag.infos[pid].kind in ("weight", "norm_weight")]
+        biases = [pid for pid in ag.pins[i] if ag.infos[pid].kind == "bias"]
+        g.embed_uses += [(pid, i) for pid in ag.pins[i] if ag.infos[pid].kind == "embed"]
         if len(weights) > 1:
             raise UnsupportedModelError(
-                f"autograd op {names[i]} combines several weight tensors "
-                f"({', '.join(infos[p].name for p in weights)}); GHN-2 graphs cannot represent it")
+                f"autograd op {ag.names[i]} combines several weight tensors "
+                f"({', '.join(ag.infos[p].name for p in weights)}); GHN-2 graphs cannot represent it")
         chain = weights + biases
-        if chain:
-            for k, pid in enumerate(chain):
-                node = new_node("param", pid, (seq[i], k))
-                if k == 0:
-                    entry[i] = node
-                else:
-                    add_edge(entry[i], node)  # weight -> bias, as ppuda links them
-                exit_[i] = node
-            w = weights[0] if weights else None
-            if w is not None and (infos[w].linear_like or (not has_none[i] and not ins[i])):
-                detached.append(entry[i])
-        else:
-            node = new_node("op", i, (seq[i], 0))
-            entry[i] = exit_[i] = node
-    for i in range(n_fn):
-        if names[i] == "AccumulateGrad":
+        if not chain:
+            entry[i] = exit_[i] = g.new("op", i, (ag.seq[i], 0))
             continue
-        for j in ins[i]:
-            add_edge(exit_[j], entry[i])
+        for k, pid in enumerate(chain):
+            node = g.new("param", pid, (ag.seq[i], k))
+            if k == 0:
+                entry[i] = node
+            else:
+                g.edge(entry[i], node)  # weight -> bias, as ppuda links them
+            exit_[i] = node
+        w = weights[0] if weights else None
+        if w is not None and (ag.infos[w].linear_like or (not ag.has_none[i] and not ag.ins[i])):
+            g.detached.append(entry[i])
+    for i in range(len(ag.fns)):
+        if ag.names[i] != "AccumulateGrad":
+            for j in ag.ins[i]:
+                g.edge(exit_[j], entry[i])
+    g.entry = entry
+    return g
 
-    embed_nodes: list[int] = []
-    for pid, i in embed_edges:
-        info = infos[pid]
-        if not _feeds(i, names, consumers, {"Add", "Cat"}):
+
+def _add_embeddings(ag: _Autograd, g: _Nodes) -> list[int]:
+    """Learned embeddings (positional encodings, class tokens) become nodes feeding the
+    sum or concatenation that uses them."""
+    nodes = []
+    for pid, i in g.embed_uses:
+        info = ag.infos[pid]
+        if not _feeds(i, ag.names, ag.consumers, {"Add", "Cat"}):
             raise UnsupportedModelError(
                 f"parameter {info.name!r} of module {info.module_path or '<root>'!r} "
-                f"({type(info.module).__name__}) is used by {names[i]}, not added to or "
+                f"({type(info.module).__name__}) is used by {ag.names[i]}, not added to or "
                 f"concatenated with an activation; GHN-2 graphs cannot represent such a bare "
                 f"parameter. Supported layers: {SUPPORTED_LAYERS}")
-        node = new_node("param", pid, (seq[i], -1))
-        add_edge(node, entry[i])
-        embed_nodes.append(node)
+        node = g.new("param", pid, (ag.seq[i], -1))
+        g.edge(node, g.entry[i])
+        nodes.append(node)
+    return nodes
 
-    # ---- 4. ppuda's fc rewiring: a weight reached through w.t() takes over the inputs of
-    # the op it feeds, giving  inputs -> weight -> (bias | op)  like a convolution.
-    for w in detached:
-        if pred[w]:
+
+def _rewire_linear(g: _Nodes) -> None:
+    """ppuda's fc rewiring: a weight reached through ``w.t()`` takes over the inputs of
+    the op it feeds, giving ``inputs -> weight -> (bias | op)`` like a convolution."""
+    for w in g.detached:
+        if g.pred[w]:
             continue
-        for o in sorted(succ[w]):
-            moved = pred[o] - {w}
-            for a in moved:
-                succ[a].discard(o)
-                add_edge(a, w)
-            pred[o] = {w}
+        for o in sorted(g.succ[w]):
+            for a in g.pred[o] - {w}:
+                g.succ[a].discard(o)
+                g.edge(a, w)
+            g.pred[o] = {w}
 
-    # ---- 5. input node: feeds every node that nothing feeds (ppuda allows exactly one),
-    # and ops that read a constant (maybe the input) besides embeddings, e.g. x + pos_emb
+
+def _add_input(ag: _Autograd, g: _Nodes, embed_nodes: list[int]) -> None:
+    """The input node feeds every node that nothing feeds (ppuda allows exactly one), and
+    ops that read a constant (maybe the input) besides embeddings, e.g. ``x + pos_emb``."""
     embed_set = set(embed_nodes)
-    sources = [v for v in range(len(node_kind)) if v not in embed_set and (
-        not pred[v] or (node_kind[v] == "op" and has_none[node_payload[v]] and pred[v] <= embed_set))]
-    inp = new_node("input", None, (-1, 0))
+    sources = [v for v in range(len(g.kind)) if v not in embed_set and (
+        not g.pred[v] or (g.kind[v] == "op" and ag.has_none[g.payload[v]] and g.pred[v] <= embed_set))]
+    inp = g.new("input", None, (-1, 0))
     for v in sources:
-        add_edge(inp, v)
+        g.edge(inp, v)
 
-    # ---- 6. which op nodes GHN-2 keeps
-    n_nodes = len(node_kind)
+
+def _kept_ops(ag: _Autograd, g: _Nodes) -> dict[int, str]:
+    """Which op nodes GHN-2 keeps, and as which primitive."""
     keep_op: dict[int, str] = {}
-    for v in range(n_nodes):
-        if node_kind[v] != "op":
+    for v in range(len(g.kind)):
+        if g.kind[v] != "op":
             continue
-        i = node_payload[v]
-        base = _base(names[i])
+        i = g.payload[v]
+        base = _base(ag.names[i])
         op = _KEPT_OPS.get(base)
         if base == "Mean":
             # AdaptiveAvgPool2d(1) is recorded as a mean with keepdim; other means are dropped
-            op = "glob_avg" if getattr(fns[i], "_saved_keepdim", False) is True else None
+            op = "glob_avg" if getattr(ag.fns[i], "_saved_keepdim", False) is True else None
         elif base == "Mul":
             # GHN-2's cse: x * hardswish(...).view(...) (ppuda's squeeze-and-excitation)
-            op = "cse" if _reads_reshaped(i, names, ins, ("Hard",)) else None
+            op = "cse" if _reads_reshaped(i, ag.names, ag.ins, ("Hard",)) else None
         elif base.startswith("ScaledDotProduct") or "MultiHeadAttention" in base:
             op = "msa"
         elif base in _MATMUL_OPS:
             # attention written out (or decomposed): softmax(q k^T) @ v is one msa node,
             # so that it has the same inputs as a fused scaled_dot_product_attention
-            op = "msa" if _reads(i, names, ins, _SOFTMAX) else None
+            op = "msa" if _reads(i, ag.names, ag.ins, _SOFTMAX) else None
         if op is not None:
             keep_op[v] = op
+    return keep_op
 
-    # ---- 7. remove the other ops, wiring their inputs to their outputs
-    order = _toposort(n_nodes, succ, pred, node_key)
-    if order is None:
+
+def _filter(g: _Nodes, keep_op: dict[int, str]):
+    """Remove the ops GHN-2 does not keep, wiring their inputs to their outputs; returns
+    the kept nodes in topological order and their adjacency."""
+    order = _toposort(range(len(g.kind)), g.succ, g.pred, g.key)
+    if len(order) != len(g.kind):
         raise UnsupportedModelError(
             "the traced graph has a cycle (a parameter is probably reused in a way GHN-2 "
             "graphs cannot represent)")
-    kept = [v for v in order if node_kind[v] != "op" or v in keep_op]
+    kept = [v for v in order if g.kind[v] != "op" or v in keep_op]
     kept_set = set(kept)
-    reach: dict[int, frozenset] = {}
+    reach: dict[int, frozenset] = {}  # nearest kept nodes at or before each node
     kpred: dict[int, set[int]] = {}
     for v in order:
         acc: set[int] = set()
-        for u in pred[v]:
+        for u in g.pred[v]:
             acc |= reach[u]
         if v in kept_set:
             kpred[v] = acc
@@ -812,54 +774,44 @@ def _build(root: Any, leaves: dict, shape: tuple[int, ...]) -> Graph:
     for v, ps in kpred.items():
         for u in ps:
             ksucc[u].add(v)
+    return kept, kpred, ksucc
 
-    # ---- 8. sums and concatenations need >= 2 distinct inputs (ppuda's passes, in its order)
+
+def _drop_single_input_merges(kept: list[int], kpred: dict, ksucc: dict, keep_op: dict[int, str]) -> list[int]:
+    """Sums and concatenations need >= 2 distinct inputs (ppuda's passes, in its order)."""
     for op in ("sum", "concat"):
         removed = []
         for v in kept:
-            if keep_op.get(v) != op:
+            # decided in order: an earlier removal may give this node a second input
+            if keep_op.get(v) != op or len(kpred[v]) > 1:
                 continue
-            if len(kpred[v]) > 1:
-                continue
+            removed.append(v)
             # removed nodes keep their edges until the pass ends, exactly as in ppuda
             for n1 in ksucc[v]:
                 for n2 in kpred[v]:
                     if n1 != n2:
                         kpred[n1].add(n2)
                         ksucc[n2].add(n1)
-            removed.append(v)
-        if removed:
-            rm = set(removed)
-            for v in removed:
-                for u in kpred[v]:
-                    ksucc[u].discard(v)
-                for w in ksucc[v]:
-                    kpred[w].discard(v)
-                del kpred[v], ksucc[v]
-            kept = [v for v in kept if v not in rm]
+        for v in removed:
+            for u in kpred[v]:
+                ksucc[u].discard(v)
+            for w in ksucc[v]:
+                kpred[w].discard(v)
+            del kpred[v], ksucc[v]
+        rm = set(removed)
+        kept = [v for v in kept if v not in rm]
+    return kept
 
-    # ---- 9. final order, nodes, edges, classifier roles
-    final = _toposort_subset(kept, ksucc, kpred, node_key)
+
+def _finalise(ag: _Autograd, g: _Nodes, keep_op: dict[int, str], kept: list[int], kpred: dict,
+              ksucc: dict, shape: tuple[int, ...]) -> Graph:
+    """Final order, :class:`Node` records, edges and classifier roles."""
+    final = _toposort(kept, ksucc, kpred, g.key)
+    assert len(final) == len(kept), "graph became cyclic while removing ops"
     pos = {v: k for k, v in enumerate(final)}
-    nodes: list[Node] = []
-    for v in final:
-        kind = node_kind[v]
-        if kind == "input":
-            nodes.append(Node("input", "input"))
-        elif kind == "param":
-            info = infos[node_payload[v]]
-            params = (info.name,)
-            if info.kind == "norm_weight" and id(info.module) in norm_bias_of:
-                params = (info.name, norm_bias_of[id(info.module)])
-            nodes.append(Node(info.op, info.name, tuple(int(s) for s in _pshape(info)), params,
-                              attrs={"module": info.module_path,
-                                     "module_type": type(info.module).__name__}))
-        else:
-            i = node_payload[v]
-            nodes.append(_op_node(keep_op[v], names[i], fns[i]))
+    nodes = [_final_node(ag, g, keep_op, v) for v in final]
     edges = np.array(sorted((pos[u], pos[v]) for v in final for u in kpred[v]),
                      dtype=np.int64).reshape(-1, 2)
-
     sinks = [k for k, v in enumerate(final) if not ksucc[v]]
     if len(sinks) != 1:
         raise ValueError(
@@ -867,6 +819,20 @@ def _build(root: Any, leaves: dict, shape: tuple[int, ...]) -> Graph:
             f"{', '.join(nodes[k].name for k in sinks)}; GHN-2 graphs need one final op")
     _set_roles(nodes, edges)
     return Graph(nodes, edges, input_shape=tuple(shape))
+
+
+def _final_node(ag: _Autograd, g: _Nodes, keep_op: dict[int, str], v: int) -> Node:
+    if g.kind[v] == "input":
+        return Node("input", "input")
+    if g.kind[v] == "op":
+        i = g.payload[v]
+        return _op_node(keep_op[v], ag.names[i], ag.fns[i])
+    info = ag.infos[g.payload[v]]
+    params = (info.name,)
+    if info.kind == "norm_weight" and id(info.module) in g.norm_bias_of:
+        params = (info.name, g.norm_bias_of[id(info.module)])
+    return Node(info.op, info.name, tuple(int(s) for s in _pshape(info)), params,
+                attrs={"module": info.module_path, "module_type": type(info.module).__name__})
 
 
 def _pshape(info: _PInfo) -> tuple[int, ...]:
@@ -909,19 +875,25 @@ def _set_roles(nodes: list[Node], edges: np.ndarray) -> None:
             prev.role = "classifier_weight"
 
 
-def _reads(i: int, names: list[str], ins: list[list[int]], prefixes: tuple[str, ...]) -> bool:
-    """Does fn ``i`` read (through data-movement ops) an op whose name starts with a prefix?"""
-    stack, seen = list(ins[i]), set()
+def _reaches(starts: list[int], links: list[list[int]], names: list[str], hit) -> bool:
+    """Does a walk from ``starts`` along ``links`` (inputs or consumers), going on only
+    through data-movement ops, meet a function whose name satisfies ``hit``?"""
+    stack, seen = list(starts), set()
     while stack:
         j = stack.pop()
         if j in seen:
             continue
         seen.add(j)
-        if names[j].startswith(prefixes):
+        if hit(names[j]):
             return True
         if _base(names[j]) in _PASS_THROUGH:
-            stack.extend(ins[j])
+            stack.extend(links[j])
     return False
+
+
+def _reads(i: int, names: list[str], ins: list[list[int]], prefixes: tuple[str, ...]) -> bool:
+    """Does fn ``i`` read (through data-movement ops) an op whose name starts with a prefix?"""
+    return _reaches(ins[i], ins, names, lambda name: name.startswith(prefixes))
 
 
 def _reads_reshaped(i: int, names: list[str], ins: list[list[int]], prefixes: tuple[str, ...]) -> bool:
@@ -934,25 +906,13 @@ def _reads_reshaped(i: int, names: list[str], ins: list[list[int]], prefixes: tu
 
 def _feeds(i: int, names: list[str], consumers: list[list[int]], bases: set[str]) -> bool:
     """Does fn ``i`` (or a data-movement op after it) feed an op of one of ``bases``?"""
-    if _base(names[i]) in bases:
-        return True
-    stack, seen = list(consumers[i]), set()
-    while stack:
-        j = stack.pop()
-        if j in seen:
-            continue
-        seen.add(j)
-        b = _base(names[j])
-        if b in bases:
-            return True
-        if b in _PASS_THROUGH:
-            stack.extend(consumers[j])
-    return False
+    return _base(names[i]) in bases or _reaches(consumers[i], consumers, names, lambda name: _base(name) in bases)
 
 
-def _kahn(vs, succ, pred, key: list[tuple]) -> list[int]:
+def _toposort(vs, succ, pred, key: list[tuple]) -> list[int]:
     """Kahn's algorithm over nodes ``vs``, taking the ready node with the smallest key
-    (forward-pass order); shorter than ``vs`` when the nodes hold a cycle."""
+    (forward-pass order); shorter than ``vs`` when the nodes hold a cycle. (The GHN's
+    batches need levels, not an order: ``ghnas.ghn.batch.topological_levels``.)"""
     indeg = {v: len(pred[v]) for v in vs}
     heap = [(key[v], v) for v in vs if indeg[v] == 0]
     heapq.heapify(heap)
@@ -965,16 +925,3 @@ def _kahn(vs, succ, pred, key: list[tuple]) -> list[int]:
             if indeg[w] == 0:
                 heapq.heappush(heap, (key[w], w))
     return out
-
-
-def _toposort(n: int, succ: list[set[int]], pred: list[set[int]], key: list[tuple]) -> list[int] | None:
-    """Topological order of nodes ``0..n-1``, or ``None`` if the graph has a cycle."""
-    out = _kahn(range(n), succ, pred, key)
-    return out if len(out) == n else None
-
-
-def _toposort_subset(vs: list[int], succ: dict, pred: dict, key: list[tuple]) -> list[int]:
-    out = _kahn(vs, succ, pred, key)
-    assert len(out) == len(vs), "graph became cyclic while removing ops"
-    return out
-

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghnas._io import atomic_savefig, atomic_torch_save, atomic_write_text
+from ghnas.errors import InputError
 
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
@@ -687,7 +688,7 @@ def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None
     if state is not None:
         diff = {k for k, v in saved.to_dict().items() if cfg.to_dict()[k] != v} - _RESUMABLE_CHANGES
         if diff:
-            raise ValueError(f"cannot resume {out} with different settings {sorted(diff)}: "
+            raise InputError(f"cannot resume {out} with different settings {sorted(diff)}: "
                              + ", ".join(f"{k}: saved {saved.to_dict()[k]!r} vs {cfg.to_dict()[k]!r}"
                                          for k in sorted(diff)))
     pool.cfg = cfg

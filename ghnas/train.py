@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
@@ -117,32 +118,25 @@ class TrainResult:
         return asdict(self)
 
     def to_json(self) -> str:
-        # NaN losses of a diverged run become null so the text stays strict JSON
-        def clean(o: Any) -> Any:
-            if isinstance(o, float) and not math.isfinite(o):
-                return None
-            if isinstance(o, dict):
-                return {k: clean(v) for k, v in o.items()}
-            if isinstance(o, list):
-                return [clean(v) for v in o]
-            return o
+        from ._util import jsonable
 
-        return json.dumps(clean(self.to_dict()), allow_nan=False)
+        # NaN losses of a diverged run become null so the text stays strict JSON
+        return json.dumps(jsonable(self.to_dict(), nonfinite="null"), allow_nan=False)
 
 
 # ----------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------
 def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
+    from ._util import model_device
+
+    return model_device(model)
 
 
 def _logits(out: Any) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Split a model output into (logits, auxiliary logits or None).
+
+    (Not :func:`ghnas._util.first_tensor`: training also needs the auxiliary logits.)
 
     DARTS networks with an auxiliary head return ``(logits, aux)`` while training; the
     NAS-Bench-201 reference returns ``(features, logits)``, which we do not support: our
@@ -311,6 +305,61 @@ def train(model: nn.Module, data: Any, steps: Optional[int] = None,
         A run whose mean loss at a history point is NaN or infinite stops there with
         ``diverged=True``.
     """
+    _check_train_args(data, steps, epochs, batch_size, eval_every, eval_bn_mode, eval_data)
+    t_start = time.perf_counter()
+    device = torch.device(device) if device is not None else _model_device(model)
+    data, eval_data = _place(model, data, eval_data, device)
+    drop_last = len(data) >= batch_size
+    per_epoch = len(data) // batch_size if drop_last else 1
+    total = steps if steps is not None else max(1, round(epochs * per_epoch))
+    opt, sched = _sgd(model, lr, momentum, nesterov, weight_decay, total)
+    marks = _history_marks(total, per_epoch, eval_every)
+    rec = _Recorder(model, eval_data, device, total, per_epoch, sched, t_start,
+                    dict(batch_size=eval_batch_size, device=device, bn_mode=eval_bn_mode, amp=amp))
+    loss_fn = functools.partial(_loss, label_smoothing=label_smoothing, aux_weight=aux_weight)
+    params = [p for p in model.parameters() if p.requires_grad]
+    bar = _bar(progress, total)
+    step = 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model.train()
+        if 0 in marks:
+            rec.add_point(0)
+        epoch = 0
+        t_train = time.perf_counter()
+        while step < total and not rec.diverged:
+            batches = data.batches(batch_size, shuffle=True, seed=seed * 100_003 + epoch,
+                                   device=device, augment=augment, drop_last=drop_last)
+            for x, y in batches:
+                rec.losses[step] = _sgd_step(model, opt, sched, params, x, y, loss_fn, device, amp, grad_clip)
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                if step in marks:
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    rec.train_seconds += time.perf_counter() - t_train
+                    ok = rec.add_point(step)
+                    model.train()
+                    _show(bar, rec.history[-1])
+                    if not ok:
+                        rec.diverged = True
+                        break
+                    t_train = time.perf_counter()
+                if step >= total:
+                    break
+            epoch += 1
+    if bar is not None:
+        bar.close()
+    settings = dict(batch_size=batch_size, lr=lr, momentum=momentum, nesterov=nesterov,
+                    weight_decay=weight_decay, label_smoothing=label_smoothing,
+                    augment=augment, seed=seed, grad_clip=grad_clip, aux_weight=aux_weight,
+                    device=str(device), amp=device.type == "cuda" if amp is None else amp)
+    return rec.result(step, batch_size, settings)
+
+
+# --------------------------------------------------------------------------- train() stages
+def _check_train_args(data, steps, epochs, batch_size, eval_every, eval_bn_mode, eval_data) -> None:
     if (steps is None) == (epochs is None):
         raise ValueError(f"give exactly one of steps or epochs; got steps={steps!r}, epochs={epochs!r}")
     if steps is not None and (not isinstance(steps, int) or steps < 1):
@@ -327,118 +376,107 @@ def train(model: nn.Module, data: Any, steps: Optional[int] = None,
     if eval_data is not None:
         _check_data(eval_data, "eval_data")
 
-    t_start = time.perf_counter()
-    device = torch.device(device) if device is not None else _model_device(model)
+
+def _place(model: nn.Module, data: Any, eval_data: Any, device: torch.device):
+    """Move the model to ``device``; on a GPU the images too (airbench style: the whole
+    uint8 set lives on the GPU, batches are cut there)."""
     model.to(device)
     if device.type != "cpu":
-        # airbench style: the whole uint8 set lives on the GPU, batches are cut there
         if hasattr(data, "to") and getattr(data, "device", device) != device:
             data = data.to(device)
         if eval_data is not None and hasattr(eval_data, "to") and getattr(eval_data, "device", device) != device:
             eval_data = eval_data.to(device)
+    return data, eval_data
 
-    drop_last = len(data) >= batch_size
-    per_epoch = len(data) // batch_size if drop_last else 1
-    total = steps if steps is not None else max(1, round(epochs * per_epoch))
 
+def _sgd(model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float, total: int):
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov,
                           weight_decay=weight_decay)
     # per-step cosine from lr to 0: lr_t = lr * (1 + cos(pi * t / total)) / 2
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total)))
-    params = [p for p in model.parameters() if p.requires_grad]
+    return opt, sched
 
-    losses = torch.zeros(total, dtype=torch.float32, device=device)
-    history: list[HistoryPoint] = []
+
+def _history_marks(total: int, per_epoch: int, eval_every: Optional[int]) -> set[int]:
+    """Steps with a history point: every ``eval_every`` (and 0), else each whole epoch; always the last."""
     marks = set(range(0, total + 1, eval_every)) if eval_every else \
         {e * per_epoch for e in range(1, total // per_epoch + 1)}
     marks.add(total)
-    last_mark = 0
-    train_seconds = 0.0
-    diverged = False
+    return marks
 
-    def add_point(step: int) -> bool:
+
+def _loss(logits: torch.Tensor, aux: Optional[torch.Tensor], y: torch.Tensor, label_smoothing: float,
+          aux_weight: float) -> torch.Tensor:
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    if aux is not None and aux_weight:
+        loss = loss + aux_weight * F.cross_entropy(aux.float(), y, label_smoothing=label_smoothing)
+    return loss
+
+
+def _sgd_step(model, opt, sched, params, x, y, loss_fn, device, amp, grad_clip) -> torch.Tensor:
+    with _autocast(device, amp):
+        logits, aux = _logits(model(x))
+    loss = loss_fn(logits, aux, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    sched.step()
+    return loss.detach()
+
+
+def _bar(progress: bool, total: int):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="train", unit="step", leave=False)
+
+
+def _show(bar, point: "HistoryPoint") -> None:
+    if bar is not None and point.train_loss is not None:
+        post = {"loss": f"{point.train_loss:.3f}"}
+        if point.eval_accuracy is not None:
+            post["acc"] = f"{point.eval_accuracy:.3f}"
+        bar.set_postfix(post)
+
+
+class _Recorder:
+    """Step losses and history points of one :func:`train` run."""
+
+    def __init__(self, model, eval_data, device, total: int, per_epoch: int, sched, t_start: float,
+                 eval_kwargs: dict[str, Any]):
+        self.model, self.eval_data, self.sched = model, eval_data, sched
+        self.per_epoch, self.t_start, self.eval_kwargs = per_epoch, t_start, eval_kwargs
+        self.losses = torch.zeros(total, dtype=torch.float32, device=device)
+        self.history: list[HistoryPoint] = []
+        self.last_mark = 0
+        self.train_seconds = 0.0
+        self.diverged = False
+
+    def add_point(self, step: int) -> bool:
         """Record a history point; returns False when the loss has diverged."""
-        nonlocal last_mark
-        seg = losses[last_mark:step]
-        mean = seg.mean().item() if step > last_mark else None
-        point = HistoryPoint(step=step, epoch=step / per_epoch, lr=sched.get_last_lr()[0],
+        seg = self.losses[self.last_mark:step]
+        mean = seg.mean().item() if step > self.last_mark else None
+        point = HistoryPoint(step=step, epoch=step / self.per_epoch, lr=self.sched.get_last_lr()[0],
                              train_loss=mean)
-        if eval_data is not None:
-            ev = evaluate(model, eval_data, batch_size=eval_batch_size, device=device,
-                          bn_mode=eval_bn_mode, amp=amp)
+        if self.eval_data is not None:
+            ev = evaluate(self.model, self.eval_data, **self.eval_kwargs)
             point.eval_accuracy, point.eval_loss = ev.accuracy, ev.loss
-        point.seconds = time.perf_counter() - t_start
-        history.append(point)
-        last_mark = step
+        point.seconds = time.perf_counter() - self.t_start
+        self.history.append(point)
+        self.last_mark = step
         return mean is None or math.isfinite(mean)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="train", unit="step", leave=False)
-
-    devices = [device] if device.type == "cuda" else []
-    step = 0
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        model.train()
-        if 0 in marks:
-            add_point(0)
-        epoch = 0
-        t_train = time.perf_counter()
-        while step < total and not diverged:
-            batches = data.batches(batch_size, shuffle=True, seed=seed * 100_003 + epoch,
-                                   device=device, augment=augment, drop_last=drop_last)
-            for x, y in batches:
-                with _autocast(device, amp):
-                    logits, aux = _logits(model(x))
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-                if aux is not None and aux_weight:
-                    loss = loss + aux_weight * F.cross_entropy(aux.float(), y, label_smoothing=label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip:
-                    nn.utils.clip_grad_norm_(params, grad_clip)
-                opt.step()
-                sched.step()
-                losses[step] = loss.detach()
-                step += 1
-                if bar is not None:
-                    bar.update(1)
-                if step in marks:
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    train_seconds += time.perf_counter() - t_train
-                    ok = add_point(step)
-                    model.train()
-                    if bar is not None and history[-1].train_loss is not None:
-                        post = {"loss": f"{history[-1].train_loss:.3f}"}
-                        if history[-1].eval_accuracy is not None:
-                            post["acc"] = f"{history[-1].eval_accuracy:.3f}"
-                        bar.set_postfix(post)
-                    if not ok:
-                        diverged = True
-                        break
-                    t_train = time.perf_counter()
-                if step >= total:
-                    break
-            epoch += 1
-    if bar is not None:
-        bar.close()
-
-    done = losses[:step].tolist()
-    window = done[-min(per_epoch, len(done)):]
-    last = history[-1]
-    return TrainResult(
-        steps=step, epochs=step / per_epoch, batch_size=batch_size,
-        train_loss=float(sum(window) / len(window)),
-        eval_accuracy=last.eval_accuracy, eval_loss=last.eval_loss,
-        seconds=time.perf_counter() - t_start, train_seconds=train_seconds,
-        history=history, step_losses=done, diverged=diverged,
-        settings=dict(batch_size=batch_size, lr=lr, momentum=momentum, nesterov=nesterov,
-                      weight_decay=weight_decay, label_smoothing=label_smoothing,
-                      augment=augment, seed=seed, grad_clip=grad_clip, aux_weight=aux_weight,
-                      device=str(device), amp=device.type == "cuda" if amp is None else amp),
-    )
+    def result(self, step: int, batch_size: int, settings: dict[str, Any]) -> "TrainResult":
+        done = self.losses[:step].tolist()
+        window = done[-min(self.per_epoch, len(done)):]
+        last = self.history[-1]
+        return TrainResult(
+            steps=step, epochs=step / self.per_epoch, batch_size=batch_size,
+            train_loss=float(sum(window) / len(window)),
+            eval_accuracy=last.eval_accuracy, eval_loss=last.eval_loss,
+            seconds=time.perf_counter() - self.t_start, train_seconds=self.train_seconds,
+            history=self.history, step_losses=done, diverged=self.diverged, settings=settings)

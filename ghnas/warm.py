@@ -21,7 +21,6 @@ Example::
 """
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Any, Sequence
 
@@ -32,17 +31,15 @@ __all__ = ["warm_start", "resolve_ghn_arg", "reset_batchnorm", "calibrate_batchn
 
 
 def resolve_ghn_arg(ghn: Any, device: str | torch.device = "cpu"):
-    """A GHN from a registered name, a checkpoint path, or a ``GHN2`` instance (returned as
-    is); ``ValueError`` if its weights are not all finite."""
-    if isinstance(ghn, (str, os.PathLike)):
-        from .ghn import load_ghn
+    """A GHN from a registered name, a checkpoint path, a :class:`~ghnas.ghn.GHNRef`, or a
+    ``GHN2`` instance (returned as is); ``ValueError`` if its weights are not all finite."""
+    from .ghn.hub import check_ghn_weights
+    from .ghn.ref import GHNRef
 
-        return load_ghn(ghn, device=device)
-    if isinstance(ghn, nn.Module) and hasattr(ghn, "predict"):
-        from .ghn.hub import check_ghn_weights
-
-        return check_ghn_weights(ghn)  # a GHN with NaN weights predicts NaN networks
-    raise TypeError(f"ghn must be a GHN name, a checkpoint path or a GHN2 instance, not {type(ghn).__name__}")
+    ref = GHNRef.of(ghn)
+    if ref.instance is not None:
+        return check_ghn_weights(ref.instance)  # a GHN with NaN weights predicts NaN networks
+    return ref.load(device)
 
 
 def reset_batchnorm(model: nn.Module) -> int:
@@ -114,8 +111,9 @@ def warm_start(model: nn.Module, ghn: Any, *, data: Any = None, calib_batches: i
         model: any network the GHN can read (a ``search_spaces`` build, a torchvision
             model, ...). Its classifier must have as many outputs as the GHN predicts
             (``ghn.num_classes``).
-        ghn: a GHN name (see :func:`ghnas.ghn.available_ghns`), a checkpoint path, or a
-            ``GHN2`` instance.
+        ghn: a GHN name (see :func:`ghnas.ghn.available_ghns`), a checkpoint path, a
+            ``GHN2`` instance or a :class:`~ghnas.ghn.GHNRef`; a name or path is loaded
+            once per process, so many warm starts (trials of a study) share it.
         data: optional training images (a :class:`ghnas.data.ImageData` or an iterable of
             ``(x, y)`` batches). When given, batch-norm running statistics are estimated
             on ``calib_batches`` batches of ``batch_size`` images, so the model is also

@@ -64,7 +64,8 @@ def test_search_evolution_with_baseline_proxy(capsys, tmp_path):
                           "--out", tmp_path, "-q", "--top", 3)
     assert code == 0
     res = json.loads((tmp_path / "result.json").read_text())
-    assert res["strategy"] == "evolution" and res["settings"]["strategy_kwargs"] == {"population": 2, "sample_size": 2}
+    assert res["strategy"] == "evolution"
+    assert res["settings"]["strategy_kwargs"] == {"population": 2, "sample_size": 2, "max_retries": 100, "chunk": 16}
     assert sum("|+|" in line for line in stdout.splitlines()) == 3 + 1  # three table rows, "best:"
 
 
@@ -73,9 +74,9 @@ def test_score_and_rank(capsys, tmp_path, ghn_file):
     archs = NB.sample_many(3, seed=0, unique=True)
     f = tmp_path / "archs.txt"
     f.write_text("# candidates\n" + "\n".join(archs[:2]) + "\n\n")
-    out_csv = tmp_path / "scores.csv"
+    out_csv = tmp_path / "out" / "scores.csv"
     code, stdout, _ = run(capsys, "score", "--proxy", "params", "--file", f, archs[2], "--build", "C=4,N=1",
-                          "--csv", out_csv, "-q")
+                          "--out", tmp_path / "out", "-q")
     assert code == 0
     rows = list(csv.DictReader(open(out_csv)))
     assert sorted(r["arch"] for r in rows) == sorted(archs)
@@ -154,9 +155,9 @@ def test_meta_train_and_resume(capsys, tmp_path):
 def test_archset(capsys, tmp_path):
     import h5py
 
-    out = tmp_path / "a.h5"
+    out = tmp_path / "a" / "archset.h5"
     code, stdout, _ = run(capsys, "archset", "--n-train", 2, "--n-val", 1, "--n-test", 1, "--build", "C=4,N=1",
-                          "--out", out, "-q")
+                          "--out", tmp_path / "a", "-q")
     assert code == 0 and out.exists()
     with h5py.File(out) as f:
         assert f.attrs["space"] == "nb201"
@@ -178,10 +179,10 @@ def _tiny_imagefolder(root: Path, per_class: int = 12) -> Path:
 def test_bench(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("GHNAS_CACHE", str(tmp_path / "cache"))
     root = _tiny_imagefolder(tmp_path / "imgs")
-    out = tmp_path / "bench.csv"
+    out = tmp_path / "bench" / "bench.csv"
     code, stdout, _ = run(capsys, "bench", "--n", 1, "--epochs", 1, "--data", f"imagefolder:{root}",
                           "--build", "C=4,N=1,num_classes=2", "--train", "batch_size=8", "--val-size", 4,
-                          "--out", out, "--device", "cpu", "-q")
+                          "--out", tmp_path / "bench", "--device", "cpu", "-q")
     assert code == 0, stdout
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 1 and 0 <= float(rows[0]["val_acc"]) <= 100
@@ -191,14 +192,12 @@ def test_bench(capsys, tmp_path, monkeypatch):
 def test_bad_input_exits_2_with_one_line(capsys, tmp_path, ghn_file):
     assert_user_error(capsys, "search", "--space", "nb999", "--proxy", "params", "--budget", 2,
                       match="unknown search space 'nb999'")
-    assert_user_error(capsys, "search", "--strategy", "annealing", "--proxy", "params",
-                      match="unknown search strategy 'annealing'")
     assert_user_error(capsys, "search", "--proxy", "nope", "--budget", 2, match="unknown proxy 'nope'")
     assert_user_error(capsys, "search", "--ghn", tmp_path / "missing.pt", "--budget", 2, match="missing.pt")
     assert_user_error(capsys, "search", "--budget", 0, "--proxy", "params", match="budget")
     assert_user_error(capsys, "search", "--proxy", "params", "--build", "C8", match="KEY=VALUE")
     assert_user_error(capsys, "search", "--proxy", "params", "--budget", 2, "--ghn", ghn_file,
-                      match="only used by proxy='ghn'")
+                      match="only used by GHN proxies")
     assert_user_error(capsys, "score", "--proxy", "params", "not-an-arch", match="not-an-arch")
     assert_user_error(capsys, "score", "--proxy", "nope", NB.sample(0), match="unknown proxy 'nope'")
     assert_user_error(capsys, "score", "--proxy", "params", "--file", tmp_path / "none.txt", match="none.txt")
@@ -214,14 +213,19 @@ def test_bad_input_exits_2_with_one_line(capsys, tmp_path, ghn_file):
     assert_user_error(capsys, "meta-train", "--out", tmp_path / "m", "--resume", match="nothing to resume")
     assert_user_error(capsys, "meta-train", "--out", tmp_path / "m2", "--archset", tmp_path / "x.h5",
                       match="x.h5")
-    assert_user_error(capsys, "archset", "--space", "nope", "--out", tmp_path / "x.h5", match="nope")
-    assert_user_error(capsys, "bench", "--space", "nope", "--out", tmp_path / "b.csv", match="nope")
+    assert_user_error(capsys, "archset", "--space", "nope", "--out", tmp_path / "x", match="nope")
+    assert_user_error(capsys, "bench", "--space", "nope", "--out", tmp_path / "b", match="nope")
+    assert_user_error(capsys, "archset", "--out", tmp_path / "x.h5", match="names a folder")
+    assert_user_error(capsys, "bench", "--out", tmp_path / "b.csv", match="names a folder")
 
 
 def test_argparse_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["search", "--budget", "many"])
     assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:  # argparse choices name the valid strategies
+        main(["search", "--strategy", "annealing"])
+    assert e.value.code == 2 and "evolution" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["frobnicate"])
     assert e.value.code == 2

@@ -332,7 +332,9 @@ def test_missing_data_says_how_to_provide_it(tmp_path):
         load(f"imagefolder:{tmp_path / 'empty'}", split="train+val")
     _make_tree(tmp_path / "small", ["a"], per_class=3)
     with pytest.raises(ValueError, match="val_size=5000 must be smaller than the 3"):
-        load(f"imagefolder:{tmp_path / 'small'}")
+        load(f"imagefolder:{tmp_path / 'small'}", val_size=5000)
+    # the default split fits the folder (issue 12: small folders were refused)
+    assert len(load(f"imagefolder:{tmp_path / 'small'}", split="val")) == 1
 
 
 # ------------------------------------------------------------------ original CIFAR-10 format

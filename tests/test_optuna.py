@@ -193,7 +193,7 @@ def test_pruner_errors():
         GHNProxyPruner(SPACE, "params", quantile=2)
     with pytest.raises(ValueError, match="ensemble"):
         GHNProxyPruner(SPACE, "synflow+params")
-    with pytest.raises(ValueError, match="only used with proxy='ghn'"):
+    with pytest.raises(ValueError, match="only used by GHN proxies"):
         GHNProxyPruner(SPACE, "params", ghn="x.pt")
     with pytest.raises(TypeError, match="pool size"):
         GHNProxyPruner(SPACE, "params", reference="|bad|")

@@ -1,4 +1,5 @@
-"""ghnas.search: strategies, budget semantics, determinism, resume, training the top k."""
+"""ghnas.search (package ghnas.searching): strategies, budget semantics, determinism, resume,
+training the top k, GHN proxies, degenerate results, run folders."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import ghnas
 import search_spaces
 from ghnas.ghn import GHN2, save_ghn
 from ghnas.proxies.ghn import GHNProxy
-from ghnas.search import (PROXY_BUILD_KWARGS, SearchResult, ghn_build_kwargs, proxy_build_kwargs,
+from ghnas.searching import (PROXY_BUILD_KWARGS, SearchResult, ghn_build_kwargs, proxy_build_kwargs,
                           run_strategy, search)
 from search_spaces import SearchSpace
 
@@ -61,7 +62,8 @@ def test_each_strategy_scores_exactly_budget_distinct_archs(ghn, strategy, kw):
     r = tiny_search(ghn, strategy=strategy, **kw)
     check_result(r, 6)
     assert r.strategy == strategy and r.proxy == "ghn"
-    assert r.settings["build_kwargs"] == TINY and r.settings["ghn"].startswith("instance:")
+    assert r.settings["build_kwargs"] == TINY and r.settings["ghn_saved"] is False
+    assert "in-memory" in r.settings["ghn"]
     assert all(-20.0 < c.score < 0.0 for c in r.table)  # minus the cross-entropy (GHN proxy default)
 
 
@@ -219,10 +221,11 @@ def test_build_kwargs_defaults_and_ghn_sidecar(ghn_path, tmp_path):
     assert proxy_build_kwargs("darts", p) == {"C": 8, "layers": 5}
 
 
-def test_ghnas_search_is_callable_after_importing_the_module(ghn):
-    import ghnas.search as mod  # noqa: F401
+def test_ghnas_search_is_the_function_and_searching_the_package(ghn):
+    import ghnas.searching as pkg
 
-    assert callable(ghnas.search)
+    assert ghnas.search is pkg.search and callable(ghnas.search)
+    assert not hasattr(pkg, "_CallableModule")
     r = ghnas.search("nb201", budget=2, proxy="params", progress=False, device="cpu", build_kwargs=TINY)
     assert isinstance(r, SearchResult)
 
@@ -321,7 +324,7 @@ def test_bad_arguments_are_named(ghn):
         search("nb201", budget=2, proxy="nope", progress=False)
     with pytest.raises(KeyError, match="unknown search space"):
         search("nb999", budget=2, proxy="params", progress=False)
-    with pytest.raises(ValueError, match="only used by proxy='ghn'"):
+    with pytest.raises(ValueError, match="only used by GHN proxies"):
         search("nb201", budget=2, proxy="params", ghn=ghn, progress=False)
     with pytest.raises(ValueError, match="unknown option"):
         search("nb201", budget=2, proxy="params", strategy="random", population=3, progress=False)

@@ -10,7 +10,7 @@ from ghnas.ghn import available_ghns, load_ghn
 from ghnas.ghn.hub import asset_dir
 from ghnas.proxies import score
 from ghnas.proxies.ghn import GHNProxy
-from ghnas.search import PROXY_BUILD_KWARGS
+from ghnas.searching import PROXY_BUILD_KWARGS
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

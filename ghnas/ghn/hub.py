@@ -33,13 +33,17 @@ _PPUDA_RAW = "https://raw.githubusercontent.com/facebookresearch/ppuda/main/chec
 
 @dataclass(frozen=True)
 class GHNEntry:
-    """Where a named GHN comes from: a URL (with its git blob SHA-1) or a package asset."""
+    """Where a named GHN comes from (a URL with its git blob SHA-1, or a package asset),
+    and what it was trained for: its search ``space`` and the network size
+    (``build_kwargs``) of the architectures it predicts best (``None``: any network)."""
 
     name: str
     url: str | None = None
     git_sha1: str | None = None
     asset: str | None = None
     description: str = ""
+    space: str | None = None
+    build_kwargs: Mapping[str, Any] | None = None
 
 
 _REGISTRY: dict[str, GHNEntry] = {}
@@ -51,7 +55,8 @@ META_TRAINED_KEY = "ghnas_meta_trained"
 
 
 def register_ghn(name: str, *, url: str | None = None, git_sha1: str | None = None,
-                 asset: str | None = None, description: str = "", overwrite: bool = False) -> GHNEntry:
+                 asset: str | None = None, description: str = "", space: str | None = None,
+                 build_kwargs: Mapping[str, Any] | None = None, overwrite: bool = False) -> GHNEntry:
     """Make ``load_ghn(name)`` work.
 
     Args:
@@ -60,6 +65,9 @@ def register_ghn(name: str, *, url: str | None = None, git_sha1: str | None = No
         git_sha1: SHA-1 of ``b'blob <size>\\0' + content`` (what ``git hash-object`` prints).
         asset: file name under the package's ``ghnas/assets/`` folder.
         description: one line shown by :func:`available_ghns`.
+        space: the search space it was meta-trained on (``ghnas.search`` uses a GHN
+            registered for a space as that space's default).
+        build_kwargs: the network size it was meta-trained at (the default proxy size).
         overwrite: replace an existing entry of the same name.
 
     Example:
@@ -74,7 +82,8 @@ def register_ghn(name: str, *, url: str | None = None, git_sha1: str | None = No
         raise ValueError(f"register_ghn({name!r}): a url needs git_sha1, the 40-hex-digit git blob SHA-1")
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"a GHN named {name!r} is already registered; pass overwrite=True to replace it")
-    entry = GHNEntry(name, url, git_sha1.lower() if git_sha1 else None, asset, description)
+    entry = GHNEntry(name, url, git_sha1.lower() if git_sha1 else None, asset, description, space,
+                     None if build_kwargs is None else dict(build_kwargs))
     _REGISTRY[name] = entry
     return entry
 
@@ -82,6 +91,11 @@ def register_ghn(name: str, *, url: str | None = None, git_sha1: str | None = No
 def available_ghns() -> dict[str, str]:
     """Registered GHN names and their descriptions."""
     return {k: v.description for k, v in sorted(_REGISTRY.items())}
+
+
+def ghn_entry(name: str) -> GHNEntry | None:
+    """The registry entry of ``name`` (``None`` if no GHN of that name is registered)."""
+    return _REGISTRY.get(str(name))
 
 
 register_ghn("ghn2-cifar10", url=_PPUDA_RAW + "ghn2_cifar10.pt",
@@ -92,17 +106,19 @@ register_ghn("ghn2-imagenet", url=_PPUDA_RAW + "ghn2_imagenet.pt",
              description="GHN-2 of Knyazev et al. 2021 trained on ImageNet / DeepNets-1M (ppuda release)")
 # meta-trained by ghnas on its own spaces (benchmarks/train_shipped_ghns.py); the sidecar
 # <name>.json beside each file records the network size it was trained for
-register_ghn("ghnas-nb201-cifar10", asset="ghnas-nb201-cifar10.pt",
-             description="GHN-2 meta-trained by ghnas on NAS-Bench-201 cells (C=8, N=1), CIFAR-10")
-register_ghn("ghnas-darts-cifar10", asset="ghnas-darts-cifar10.pt",
-             description="GHN-2 meta-trained by ghnas on DARTS cells (C=8, 5 layers), CIFAR-10")
+register_ghn("ghnas-nb201-cifar10", asset="ghnas-nb201-cifar10.pt", space="nb201",
+             build_kwargs={"C": 8, "N": 1}, description="GHN-2 meta-trained by ghnas on NAS-Bench-201 cells (C=8, N=1), CIFAR-10")
+register_ghn("ghnas-darts-cifar10", asset="ghnas-darts-cifar10.pt", space="darts",
+             build_kwargs={"C": 8, "layers": 5}, description="GHN-2 meta-trained by ghnas on DARTS cells (C=8, 5 layers), CIFAR-10")
 
 
 # --------------------------------------------------------------------------- files
 def cache_dir() -> Path:
-    """Download cache: ``$GHNAS_CACHE`` if set, else ``~/.cache/ghnas``."""
-    env = os.environ.get("GHNAS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ghnas"
+    """Download cache: ``$GHNAS_CACHE`` if set, else ``~/.cache/ghnas`` (the cache root
+    shared with the dataset cache, ``ghnas.data.cache_dir()``, which lives under ``data/``)."""
+    from .._util import cache_root
+
+    return cache_root()
 
 
 def asset_dir() -> Path:

@@ -6,7 +6,6 @@ that its checkpoints load with ``load_state_dict(strict=True)``.
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
 from functools import lru_cache
 from typing import Sequence
 
@@ -155,18 +154,12 @@ def warn_unknown_shape(shape: Sequence[int], mapped: Sequence[int]) -> None:
 
 
 # --------------------------------------------------------------------------- GNN
-@contextmanager
 def cpu_threads(n: int | None):
-    """Run the block with ``n`` intra-op CPU threads (``None``: leave the setting alone)."""
-    old = torch.get_num_threads()
-    if n is None or n == old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+    """Run the block with ``n`` intra-op CPU threads (``None``: leave the setting alone);
+    :func:`ghnas._util.cpu_threads`, the one thread limiter."""
+    from .._util import cpu_threads as _limit
+
+    return _limit(n, "cpu")
 
 
 class GatedGNN(nn.Module):

@@ -33,19 +33,20 @@ __all__ = ["ProxyScorer", "default_build_kwargs", "default_batch_size", "quantil
            "warm_start"]
 
 def default_build_kwargs(space_name: str, ghn: Any = None) -> dict[str, Any]:
-    """Proxy network size for a space, as :mod:`ghnas.search` chooses it: the sizes the
-    GHN was trained at when its checkpoint records them, else
-    ``ghnas.search.PROXY_BUILD_KWARGS[space]`` (``{}`` for other spaces)."""
-    from ghnas.search import proxy_build_kwargs
+    """Proxy network size for a space, as :func:`ghnas.search` chooses it: the sizes the
+    GHN was trained at when they are recorded, else
+    ``ghnas.searching.PROXY_BUILD_KWARGS[space]`` (``{}`` for other spaces)."""
+    from ghnas.searching import proxy_build_kwargs
 
     return proxy_build_kwargs(space_name, ghn)
 
 
-def default_batch_size(proxy_name: str) -> int:
-    """Images in the proxy's data batch, as :func:`ghnas.search.search` chooses them."""
-    from ghnas.search import DEFAULT_BATCH, DEFAULT_BATCH_OTHER
+def default_batch_size(proxy: Any) -> int:
+    """Images in the proxy's data batch, as :func:`ghnas.search` chooses them: the
+    proxy's ``default_batch_size`` (a name or an instance)."""
+    from ghnas.proxies import get_proxy
 
-    return int(DEFAULT_BATCH.get(proxy_name, DEFAULT_BATCH_OTHER))
+    return int(get_proxy(proxy).default_batch_size)
 
 
 class ProxyScorer:
@@ -61,7 +62,7 @@ class ProxyScorer:
             data batch is loaded once, on first use.
         build_kwargs: network size; ``None`` uses :func:`default_build_kwargs`.
         batch_size: ``None`` uses :func:`default_batch_size` (200 images for the GHN
-            proxy, 64 for the others), as :func:`ghnas.search.search` does, so both share
+            proxy, 64 for the others), as :func:`ghnas.search` does, so both share
             a cache file.
 
     Scores are the values :func:`ghnas.proxies.score` returns for the same settings
@@ -78,13 +79,9 @@ class ProxyScorer:
         from ghnas.proxies.scoring import _resolve_space
 
         self.space = _resolve_space(space)
-        if ghn is not None:
-            if proxy != "ghn":
-                raise ValueError(f"ghn= is only used with proxy='ghn', not with proxy={proxy!r}")
-            from ghnas.proxies.ghn import GHNProxy
-
-            proxy = GHNProxy(ghn=ghn)
         self.proxy = get_proxy(proxy)
+        if ghn is not None:
+            self.proxy.use_ghn(ghn)  # an error for a proxy that uses no GHN
         if isinstance(self.proxy, Ensemble):
             raise ValueError(f"proxy {self.proxy.label!r} is an ensemble, which ranks a whole set of "
                              "architectures and cannot score them one at a time; use one proxy "
@@ -92,13 +89,15 @@ class ProxyScorer:
         self.data = data
         name = getattr(self.space, "name", "")
         # a GHN checkpoint may record the network size it was trained at
-        ghn_ref = ghn if ghn is not None else getattr(self.proxy, "ghn", None)
-        if not isinstance(ghn_ref, (str, os.PathLike)) or str(ghn_ref).startswith("instance:"):
-            ghn_ref = None
+        ref = getattr(self.proxy, "ghn_ref", None)
+        if self.proxy.needs_ghn and ref is None:
+            from ghnas.ghn import GHNRef
+
+            ref = GHNRef.default(name)
         self.build_kwargs = (dict(build_kwargs) if build_kwargs is not None
-                             else default_build_kwargs(name, ghn_ref))
+                             else default_build_kwargs(name, ref if ref is not None and ref.saved else None))
         self.seed = int(seed)
-        self.batch_size = int(batch_size) if batch_size is not None else default_batch_size(self.proxy.name)
+        self.batch_size = int(batch_size) if batch_size is not None else default_batch_size(self.proxy)
         self.cache = cache
         self.device = device
         self._batches: Any = None
@@ -111,11 +110,9 @@ class ProxyScorer:
         return bool(self.proxy.higher_is_better)
 
     def _device(self):
-        import torch
+        from ghnas._util import default_device
 
-        if self.device is not None:
-            return torch.device(self.device)
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return default_device(self.device)
 
     def _data(self) -> Any:
         if not self._loaded:
@@ -180,6 +177,25 @@ def _settings_key(label: str, settings: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# --------------------------------------------------------------------------- pools
+
+
+def architecture_pool(space: Any, spec: Any, seed: int, what: str = "pool", extra: str = "") -> list[str]:
+    """A pool of architectures from a size (``int``: that many distinct ones, sampled with
+    ``seed``) or a list of architecture strings (validated); ``what`` names the argument
+    in errors, ``extra`` lists any further accepted kinds."""
+    if isinstance(spec, bool) or not isinstance(spec, (int, list, tuple)):
+        raise TypeError(f"{what} must be a pool size (int) or a list of architectures{extra}, "
+                        f"got {type(spec).__name__}")
+    if isinstance(spec, int):
+        if spec < 1:
+            raise ValueError(f"{what}: a pool size must be >= 1, got {spec}")
+        return space.sample_many(spec, seed=seed, unique=True)
+    if not spec:
+        raise ValueError(f"{what} is an empty list; give architectures or a pool size")
+    return [space.validate(a) for a in spec]
+
+
 # --------------------------------------------------------------------------- ranking rule
 
 
@@ -214,35 +230,15 @@ def is_below(value: float, threshold: float | None, higher_is_better: bool) -> b
 
 # --------------------------------------------------------------------------- warm starts
 
-_GHN_CACHE: dict[str, Any] = {}
-
-
 def resolve_ghn(ghn: Any, device: Any = "cpu"):
-    """A ``GHN2`` from a name, a checkpoint path or an instance; names and paths are
-    loaded once per process (trials that run in the same worker share it)."""
-    from ghnas.ghn import GHN2, load_ghn
+    """A ``GHN2`` from a name, a checkpoint path, an instance or a
+    :class:`~ghnas.ghn.GHNRef`; names and paths are loaded once per process (trials that
+    run in the same worker share it; :meth:`ghnas.ghn.GHNRef.load`)."""
+    from ghnas.ghn import GHNRef
 
-    if isinstance(ghn, GHN2):
-        return ghn.to(device).eval()
-    if not isinstance(ghn, (str, os.PathLike)):
-        raise TypeError(f"ghn must be a GHN name, a checkpoint path or a GHN2, not {type(ghn).__name__}")
-    key = f"{os.fspath(ghn)}@{device}"
-    if key not in _GHN_CACHE:
-        _GHN_CACHE[key] = load_ghn(os.fspath(ghn), device=device)
-    return _GHN_CACHE[key]
+    return GHNRef.of(ghn).load(device)
 
 
-def warm_start(model: Any, ghn: Any, **kwargs: Any):
-    """:func:`ghnas.warm.warm_start` with the GHN loaded once per process.
-
-    In a Ray worker or an Optuna objective, many trials pass the same GHN name or path;
-    this loads the checkpoint on the first call only (see :func:`resolve_ghn`).
-    ``kwargs`` go to :func:`ghnas.warm.warm_start` (e.g. ``data=`` to calibrate batch
-    norm). Returns ``model``, initialised in place and in training mode.
-    """
-    import torch
-
-    from ghnas.warm import warm_start as _warm
-
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    return _warm(model, resolve_ghn(ghn, device), **kwargs)
+# the one warm start: it loads a named or saved GHN once per process (GHNRef.load), which
+# is what trials in a Ray worker or an Optuna objective need
+from ghnas.warm import warm_start  # noqa: E402

@@ -78,9 +78,9 @@ def _space(space: Any):
 
 
 def _param_names(space: Any, name: str) -> list[str]:
-    n = len(space.encoding_choices)
-    width = len(str(n - 1))
-    return [f"{name}_{i:0{width}d}" for i in range(n)]
+    from ghnas.searching.strategies import architecture_param_names  # one naming rule, shared with TPE
+
+    return architecture_param_names(space, name)
 
 
 def _params_of(space: Any, arch: str, name: str) -> dict[str, int]:
@@ -143,16 +143,9 @@ def proxy_scores(study: optuna.study.Study, key: str | None = None) -> dict[int,
 
 
 def _reference_pool(space: Any, reference: int | Sequence[str], seed: int) -> list[str]:
-    if isinstance(reference, bool) or not isinstance(reference, (int, list, tuple)):
-        raise TypeError(f"reference must be a pool size (int) or a list of architectures, "
-                        f"got {type(reference).__name__}")
-    if isinstance(reference, int):
-        if reference < 1:
-            raise ValueError(f"reference pool size must be >= 1, got {reference}")
-        return space.sample_many(reference, seed=seed, unique=True)
-    if not reference:
-        raise ValueError("reference is an empty list; give architectures or a pool size")
-    return [space.validate(a) for a in reference]
+    from . import architecture_pool
+
+    return architecture_pool(space, reference, seed, "reference")
 
 
 class GHNProxyPruner(BasePruner):

@@ -58,7 +58,7 @@ except ImportError as e:  # ray is an optional extra
 
 import numpy as np
 
-from . import ProxyScorer, is_below, quantile_threshold, resolve_ghn, warm_start
+from . import ProxyScorer, architecture_pool, is_below, quantile_threshold, resolve_ghn, warm_start
 
 __all__ = ["GHNSearcher", "ProxyStopper", "score_distributed", "warm_start", "resolve_ghn"]
 
@@ -140,17 +140,8 @@ class GHNSearcher(Searcher):
         if isinstance(pool, ScoreTable):
             self._given_table = pool
             self.pool = [sp.validate(a) for a in pool.archs]
-        elif isinstance(pool, bool) or not isinstance(pool, (int, list, tuple)):
-            raise TypeError(f"pool must be a pool size (int), a list of architectures or a ScoreTable, "
-                            f"got {type(pool).__name__}")
-        elif isinstance(pool, int):
-            if pool < 1:
-                raise ValueError(f"pool size must be >= 1, got {pool}")
-            self.pool = sp.sample_many(pool, seed=pool_seed, unique=True)
         else:
-            if not pool:
-                raise ValueError("pool is an empty list; give architectures or a pool size")
-            self.pool = [sp.validate(a) for a in pool]
+            self.pool = architecture_pool(sp, pool, pool_seed, "pool", extra=" or a ScoreTable")
         if int(num_workers) < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         self.arch_key = arch_key
@@ -362,13 +353,13 @@ def _score_part(archs: list[str], space: Any, proxy: Any, batches: Any, seed: in
     return table.to_dict()
 
 
-def score_distributed(
+def score_distributed(  # the signature of ghnas.proxies.score, by design, plus where it runs
     archs: Sequence[str] | str,
     space: Any = "nb201",
     proxy: Any = "synflow",
     data: Any = "sample",
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     build_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
     *,
@@ -405,10 +396,9 @@ def score_distributed(
         >>> archs = search_spaces.get('nb201').sample_many(1000, seed=0)
         >>> table = score_distributed(archs, 'nb201', 'synflow', num_workers=2)  # doctest: +SKIP
     """
-    from ghnas.proxies import ScoreRow, ScoreTable, get_proxy, load_batches, score
+    from ghnas.proxies import get_proxy, load_batches, score
     from ghnas.proxies.ensemble import Ensemble
-    from ghnas.proxies.ghn import GHNProxy
-    from ghnas.proxies.scoring import _resolve_space, _validate_all
+    from ghnas.proxies.scoring import _resolve_space, _validate_all, ensemble_table
 
     if int(num_workers) < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
@@ -417,57 +407,66 @@ def score_distributed(
     archs = [archs] if isinstance(archs, str) else list(archs)
     sp = _resolve_space(space)
     prox = get_proxy(proxy)
+    if batch_size is None:
+        batch_size = int(prox.default_batch_size)
     common = dict(data=data, seed=seed, batch_size=batch_size, build_kwargs=build_kwargs, progress=progress,
                   cache=cache, device=device, num_workers=num_workers, chunk_size=chunk_size,
                   num_cpus_per_task=num_cpus_per_task, num_gpus_per_task=num_gpus_per_task)
-
     if isinstance(prox, Ensemble):
         # rank aggregation needs the whole set: score each member everywhere, combine here
         tables = [score_distributed(archs, sp, m, **common) for m in prox.members]
-        combined = prox.aggregate([t.scores for t in tables])
-        rows = [ScoreRow(a, float(v), sum(t.rows[i].seconds for t in tables),
-                         all(t.rows[i].cached for t in tables))
-                for i, (a, v) in enumerate(zip(archs, combined))]
         like = next(t for t, m in zip(tables, prox.members) if m.needs_data == prox.needs_data)
-        settings = {**like.settings, "proxy": prox.settings()}
-        return ScoreTable(proxy=prox.label, higher_is_better=True, rows=rows, settings=settings,
-                          members={t.proxy: t.scores for t in tables})
+        return ensemble_table(prox, archs, tables, {k: v for k, v in like.settings.items() if k != "proxy"})
 
     keys = _validate_all(archs, sp)
     unique = list(dict.fromkeys(keys))
     if not unique:
         return score([], sp, prox, data, seed, batch_size, build_kwargs, False, cache=cache, device=device)
-
     # the batch is loaded once, here, and travels to the workers (which need no dataset);
     # score() hashes it, so the cache key equals that of score(..., data=data)
     batches = load_batches(data, batch_size, seed, "cpu") if prox.needs_data else None
-    if isinstance(prox, GHNProxy) and prox._ghn is None:
+    if prox.needs_ghn and getattr(prox, "_ghn", None) is None:
         prox._resolve(sp, "cpu")  # ship the weights, not a path the workers may not have
-    # a registered space travels by name; others are pickled
-    space_arg: Any = sp
+    parts = _split_parts(unique, prox, chunk_size, num_workers)
+    job = dict(space=_space_arg(sp), seed=int(seed), batch_size=int(batch_size),
+               build_kwargs=dict(build_kwargs or {}), cache=cache, device=device)
+    results = _run_parts(parts, prox, batches, job, num_workers, num_cpus_per_task, num_gpus_per_task,
+                         progress)
+    return _merge_parts(archs, keys, results)
+
+
+def _space_arg(sp: Any) -> Any:
+    """A registered space travels to the workers by name; others are pickled."""
     try:
         import search_spaces
 
         if type(search_spaces.get(sp.name)) is type(sp):
-            space_arg = sp.name
-    except Exception:
+            return sp.name
+    except Exception:  # an unregistered or renamed space: send the object itself
         pass
+    return sp
 
+
+def _split_parts(unique: list[str], prox: Any, chunk_size: int | None, num_workers: int) -> list[list[str]]:
+    """Contiguous parts, cut at multiples of the proxy's ``chunk`` (the GHN proxy's
+    prediction batches), so every GHN call sees the same graphs as in one process."""
     size = int(chunk_size) if chunk_size else math.ceil(len(unique) / int(num_workers))
     align = int(getattr(prox, "chunk", 1) or 1)
     size = math.ceil(size / align) * align
-    parts = [unique[i:i + size] for i in range(0, len(unique), size)]
+    return [unique[i:i + size] for i in range(0, len(unique), size)]
+
+
+def _run_parts(parts: list[list[str]], prox: Any, batches: Any, job: dict[str, Any], num_workers: int,
+               num_cpus: float, num_gpus: float, progress: bool) -> list[dict[str, Any]]:
+    """Score the parts as Ray tasks, at most ``num_workers`` at once; results in part order."""
+    from tqdm.auto import tqdm
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False)
-    remote = ray.remote(_score_part).options(num_cpus=num_cpus_per_task, num_gpus=num_gpus_per_task)
-    refs = {"proxy": ray.put(prox), "batches": ray.put(batches)}
-    kwargs = dict(build_kwargs or {})
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(unique), desc=f"{prox.name or type(prox).__name__} (ray)", disable=not progress,
-               leave=False)
+    remote = ray.remote(_score_part).options(num_cpus=num_cpus, num_gpus=num_gpus)
+    proxy_ref, batches_ref = ray.put(prox), ray.put(batches)
+    bar = tqdm(total=sum(map(len, parts)), desc=f"{prox.name or type(prox).__name__} (ray)",
+               disable=not progress, leave=False)
     results: dict[int, dict[str, Any]] = {}
     pending: dict[Any, int] = {}
     todo = list(range(len(parts)))
@@ -475,8 +474,8 @@ def score_distributed(
         while todo or pending:
             while todo and len(pending) < int(num_workers):
                 i = todo.pop(0)
-                ref = remote.remote(parts[i], space_arg, refs["proxy"], refs["batches"], int(seed),
-                                    int(batch_size), kwargs, cache, device)
+                ref = remote.remote(parts[i], job["space"], proxy_ref, batches_ref, job["seed"], job["batch_size"],
+                                    job["build_kwargs"], job["cache"], job["device"])
                 pending[ref] = i
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
@@ -487,10 +486,16 @@ def score_distributed(
         bar.close()
         for ref in pending:
             ray.cancel(ref)
+    return [results[i] for i in range(len(parts))]
+
+
+def _merge_parts(archs: list[str], keys: list[str], results: list[dict[str, Any]]):
+    """One table in input order from the parts' tables (repeats marked cached, as in score())."""
+    from ghnas.proxies import ScoreRow, ScoreTable
 
     values: dict[str, tuple[float, float, bool]] = {}
-    for i in range(len(parts)):
-        for row in results[i]["rows"]:
+    for part in results:
+        for row in part["rows"]:
             values[row["arch"]] = (float(row["score"]), float(row["seconds"]), bool(row["cached"]))
     first = ScoreTable.from_dict(results[0])
     rows, seen = [], set()

@@ -79,6 +79,20 @@ class Proxy(abc.ABC):
     higher_is_better: ClassVar[bool] = True
     #: whether :meth:`score` reads the data batches (``False``: ``batches`` may be None)
     needs_data: ClassVar[bool] = True
+    #: images in the data batch when the caller does not choose (the batch size of the
+    #: proxy's reference implementation)
+    default_batch_size: ClassVar[int] = 64
+    #: whether the proxy predicts parameters with a GHN (and so takes ``ghn=``, see
+    #: :meth:`use_ghn`)
+    needs_ghn: ClassVar[bool] = False
+
+    def use_ghn(self, ghn: Any) -> None:
+        """Give the proxy the GHN it predicts parameters with (a name, path, ``GHN2`` or
+        :class:`~ghnas.ghn.GHNRef`); only proxies with ``needs_ghn`` accept one."""
+        from ..errors import InputError
+
+        raise InputError(f"ghn= is only used by GHN proxies (e.g. proxy='ghn' or 'ghn_acc'), "
+                         f"not by proxy {self.name or type(self).__name__!r}")
 
     def settings(self) -> dict[str, Any]:
         """The proxy's configuration as plain JSON-able values (its public attributes)."""
@@ -193,7 +207,9 @@ def get_proxy(name: str | Proxy, **kwargs: Any) -> Proxy:
             raise ValueError(f"proxy {key!r} is provided by {_LAZY[key]}, which could not be "
                              f"imported: {e}") from e
     if key not in _REGISTRY:
-        raise ValueError(f"unknown proxy {name!r}; valid proxies: {', '.join(available_proxies())} "
+        from ..errors import InputError
+
+        raise InputError(f"unknown proxy {name!r}; valid proxies: {', '.join(available_proxies())} "
                          "(or an ensemble such as 'vote:synflow,params')")
     return _REGISTRY[key](**kwargs)
 
@@ -215,17 +231,11 @@ def _cuda_devices(device: str | torch.device) -> list[int]:
 
 
 def logits_of(output: Any) -> torch.Tensor:
-    """The logits of a model output: the tensor itself, or the first tensor of a tuple/list.
+    """The logits of a model output (:func:`ghnas._util.first_tensor`: the tensor itself,
+    or the first entry of a tuple/list; DARTS networks return ``(logits, aux_logits)``)."""
+    from .._util import first_tensor
 
-    (DARTS networks return ``(logits, aux_logits)``; the first element is the logits.)
-    """
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            if isinstance(item, torch.Tensor):
-                return item
-    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
+    return first_tensor(output, "the network")
 
 
 def one_batch(batches: Sequence[Batch] | None, proxy: str = "this proxy") -> Batch:
@@ -248,12 +258,7 @@ def weighted_layers(model: nn.Module) -> list[nn.Module]:
             if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and m.weight is not None]
 
 
-def model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
+from .._util import model_device  # noqa: E402  (re-exported: the proxies import it from here)
 
 
 def scratch_copy(model: nn.Module) -> nn.Module:

@@ -101,6 +101,25 @@ class Ensemble(Proxy):
     def needs_data(self) -> bool:  # type: ignore[override]
         return any(m.needs_data for m in self._members)
 
+    @property
+    def default_batch_size(self) -> int:  # type: ignore[override]
+        # one batch feeds every member: the largest default, so a GHN member sees the
+        # batch it gets alone (and shares its cached scores)
+        return max(m.default_batch_size for m in self._members)
+
+    @property
+    def needs_ghn(self) -> bool:  # type: ignore[override]
+        return any(m.needs_ghn for m in self._members)
+
+    def use_ghn(self, ghn: Any) -> None:
+        """Give every member that predicts with a GHN this GHN."""
+        if not self.needs_ghn:
+            super().use_ghn(ghn)
+        for m in self._members:
+            if m.needs_ghn:
+                m.use_ghn(ghn)
+        self.member_settings = {m.name or type(m).__name__: m.settings() for m in self._members}
+
     def aggregate(self, columns: Sequence[Sequence[float]]) -> list[float]:
         return rank_aggregate(columns, [m.higher_is_better for m in self._members], self.method)
 

@@ -12,7 +12,7 @@ Example::
 """
 from __future__ import annotations
 
-import hashlib
+import copy
 import math
 import time
 import warnings
@@ -21,14 +21,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..ghn.ref import GHNRef, on_device, state_digest
 from .base import Batch, Proxy, ResultCallback, arch_seed, register_proxy
 
 METRICS = ("acc", "neg_loss", "acc_loss")
-
-
-def default_ghn_name(space_name: str) -> str:
-    """The GHN shipped for a space: ``'ghnas-<space>-cifar10'``."""
-    return f"ghnas-{space_name}-cifar10"
 
 
 @register_proxy("ghn")
@@ -55,6 +51,9 @@ class GHNProxy(Proxy):
 
     higher_is_better = True
     needs_data = True
+    # the predicted networks are evaluated on two batch-norm batches of 100 images
+    default_batch_size = 200
+    needs_ghn = True
 
     def __init__(self, ghn: Any = None, metric: str = "neg_loss", eval_batch: int = 100,
                  chunk: int = 16):
@@ -66,38 +65,53 @@ class GHNProxy(Proxy):
         self.eval_batch = int(eval_batch)
         self.chunk = max(1, int(chunk))
         self._ghn = None
-        if ghn is None or isinstance(ghn, (str, bytes)) or hasattr(ghn, "__fspath__"):
-            self.ghn = None if ghn is None else str(ghn)
-        else:
+        self._ref: GHNRef | None = None
+        #: how settings name the GHN (its name or path; None: the space's shipped GHN)
+        self.ghn: str | None = None
+        if ghn is not None:
+            self.use_ghn(ghn)
+
+    def use_ghn(self, ghn: Any) -> None:
+        """Predict with this GHN (a name, path, ``GHN2`` or :class:`~ghnas.ghn.GHNRef`)."""
+        self._ref = GHNRef.of(ghn)
+        if self._ref.instance is not None:
             from ghnas.ghn.hub import check_ghn_weights
 
-            self._ghn = check_ghn_weights(ghn, "GHNProxy: the GHN")  # NaN weights: every score NaN
-            self.ghn = "instance:" + _state_digest(ghn)  # identifies the weights in cache keys
+            check_ghn_weights(self._ref.instance, "GHNProxy: the GHN")  # NaN weights: every score NaN
+        self._ghn = self._ref.instance
+        self.ghn = self._ref.label  # an in-memory GHN is named by a digest of its weights
+
+    @property
+    def ghn_ref(self) -> GHNRef | None:
+        """The GHN this proxy predicts with (``None`` until resolved for a space)."""
+        return self._ref
 
     def _resolve(self, space: Any, device: torch.device):
+        device = torch.device(device)
+        if self._ref is None:
+            self.use_ghn(GHNRef.default(getattr(space, "name", "")))
         if self._ghn is None:
-            from ghnas.ghn import load_ghn
-
-            name = self.ghn or default_ghn_name(getattr(space, "name", ""))
-            self._ghn = load_ghn(name, device=device)
-            self.ghn = name
+            self._ghn = self._ref.load(device)
+        elif self._ref.saved and not on_device(self._ghn, device):
+            # a loaded checkpoint is shared by the process (GHNRef.load): move a copy, never
+            # the shared one (the copy also serves a Ray worker that lacks the file)
+            self._ghn = copy.deepcopy(self._ghn).to(device)
         return self._ghn.to(device).eval()
 
     def identity(self, space: Any) -> dict[str, Any]:
         """Settings with the GHN named by its weights, not by its name or path: the same
         weights share cached scores, other weights (a retrained file) never do."""
         ghn = self._resolve(space, torch.device("cpu")) if self._ghn is None else self._ghn
-        return {**self.settings(), "ghn": "weights:" + _state_digest(ghn)}
+        return {**self.settings(), "ghn": "weights:" + state_digest(ghn)}
 
     def score(self, model: nn.Module, batches: Sequence[Batch] | None) -> float:
         """Predict ``model``'s parameters and evaluate them (the model is not modified)."""
         if not batches:
             raise ValueError("the GHN proxy needs data: pass data='sample', an ImageData or (x, y) batches")
         device = batches[0][0].device
-        ghn = self._resolve(None, device) if self._ghn is None and self.ghn else self._ghn
-        if ghn is None:
+        if self._ref is None:
             raise ValueError("GHNProxy.score on a bare model needs ghn= (a name, path or GHN2)")
-        ghn = ghn.to(device).eval()
+        ghn = self._resolve(None, device)
         with torch.no_grad():
             params = ghn.predict([model])[0]
         return self._evaluate(model, params, batches)
@@ -168,15 +182,3 @@ class GHNAccuracyProxy(GHNProxy):
 
     def __init__(self, ghn: Any = None, eval_batch: int = 100, chunk: int = 16):
         super().__init__(ghn, metric="acc", eval_batch=eval_batch, chunk=chunk)
-
-
-#: registered names of GHN proxies (the CLI loads their GHN once, honouring ``--ghn``)
-GHN_PROXIES = ("ghn", "ghn_acc")
-
-
-def _state_digest(module: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in module.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]

@@ -52,9 +52,10 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from .._io import atomic_write_text
+from .._util import default_device, degenerate_reason
 from .base import Batch, Proxy, get_proxy
 
-__all__ = ["ScoreRow", "ScoreTable", "score", "load_batches", "worst_value"]
+__all__ = ["ScoreRow", "ScoreTable", "score", "load_batches", "worst_value", "degenerate_reason"]
 
 
 # --------------------------------------------------------------------------- results
@@ -96,6 +97,11 @@ class ScoreTable:
     def scores(self) -> list[float]:
         return [r.score for r in self.rows]
 
+    @property
+    def degenerate(self) -> str | None:
+        """Why the table ranks nothing (every score equal, or none finite), else ``None``."""
+        return degenerate_reason(self.scores)
+
     def ranked(self) -> list[ScoreRow]:
         """Rows from the best to the worst architecture (ties keep input order)."""
         sign = -1.0 if self.higher_is_better else 1.0
@@ -134,6 +140,18 @@ class ScoreTable:
             writer.writerow([r.arch, repr(float(r.score)), f"{r.seconds:.6f}", int(r.cached),
                              *(repr(float(self.members[n][i])) for n in names)])
         return atomic_write_text(path, buf.getvalue())
+
+
+def ensemble_table(prox: Any, archs: Sequence[str], tables: Sequence[ScoreTable],
+                   common: dict[str, Any]) -> ScoreTable:
+    """An ensemble's table from its members' tables over the same ``archs``: the rank
+    aggregate as the score, the members' times summed (used by :func:`score` and by the
+    Ray integration's ``score_distributed``)."""
+    combined = prox.aggregate([t.scores for t in tables])
+    rows = [ScoreRow(a, float(v), sum(t.rows[i].seconds for t in tables), all(t.rows[i].cached for t in tables))
+            for i, (a, v) in enumerate(zip(archs, combined))]
+    return ScoreTable(proxy=prox.label, higher_is_better=True, rows=rows,
+                      settings={"proxy": prox.settings(), **common}, members={t.proxy: t.scores for t in tables})
 
 
 def worst_value(higher_is_better: bool) -> float:
@@ -321,17 +339,13 @@ def _proxy_label(p: Proxy) -> str:
     return p.name or type(p).__name__
 
 
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def score(
     archs: Sequence[str] | str,
     space: Any = "nb201",
     proxy: str | Proxy = "synflow",
     data: Any = "sample",
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     build_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
     *,
@@ -349,7 +363,8 @@ def score(
         data: where the batch comes from (see :func:`load_batches`); only read when the
             proxy needs data. ``'sample'`` is the small CIFAR-10 sample shipped with ghnas.
         seed: run seed (data batch and network initialisations).
-        batch_size: images in the batch given to data-dependent proxies.
+        batch_size: images in the batch given to data-dependent proxies (default: the
+            proxy's ``default_batch_size``, 200 for the GHN proxies and 64 otherwise).
         build_kwargs: passed to ``space.build(arch, **build_kwargs)`` (e.g. ``C``, ``N``).
         progress: show a tqdm progress bar.
         cache: optional JSON-lines file that stores every result as soon as it is known;
@@ -364,8 +379,10 @@ def score(
     archs = list(archs)
     space_obj = _resolve_space(space)
     prox = get_proxy(proxy)
-    dev = torch.device(device) if device is not None else torch.device(_default_device())
+    dev = default_device(device)
     keys = _validate_all(archs, space_obj)
+    if batch_size is None:
+        batch_size = int(prox.default_batch_size)
     batches = load_batches(data, batch_size, seed, dev) if prox.needs_data else None
     common = dict(space=getattr(space_obj, "name", type(space_obj).__name__),
                   build_kwargs=dict(build_kwargs or {}), seed=int(seed),
@@ -377,13 +394,7 @@ def score(
     if isinstance(prox, Ensemble):
         tables = [score(archs, space_obj, m, batches, seed, batch_size, build_kwargs, progress,
                         cache=cache, device=dev) for m in prox.members]
-        combined = prox.aggregate([t.scores for t in tables])
-        rows = [ScoreRow(a, float(v), sum(t.rows[i].seconds for t in tables),
-                         all(t.rows[i].cached for t in tables))
-                for i, (a, v) in enumerate(zip(archs, combined))]
-        return ScoreTable(proxy=prox.label, higher_is_better=True, rows=rows,
-                          settings={"proxy": prox.settings(), **common},
-                          members={t.proxy: t.scores for t in tables})
+        return ensemble_table(prox, archs, tables, common)
 
     identity = {"proxy": prox.identity(space_obj), **common}  # first: it may resolve a named GHN
     settings = {"proxy": prox.settings(), **common}

@@ -29,20 +29,24 @@ class Params(Proxy):
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32),
-                elementwise: bool = True) -> int:
-    """Operations of one forward pass of a single image of ``input_shape``.
+                elementwise: bool = True, bias: bool = True) -> int:
+    """Operations of one forward pass of a single image of ``input_shape``: ghnas's one
+    FLOP counter (the ``flops`` proxy and the ``flops`` of :mod:`ghnas.archset` files).
 
     Counted per call of each layer (so a layer used twice counts twice):
 
     * convolution: ``kh * kw * C_in / groups`` multiply-accumulates per output element,
-      plus one per output element for a bias; linear: ``in_features`` (+ 1 for a bias);
+      plus one per output element for a bias (with ``bias=True``); linear:
+      ``in_features`` (+ 1 for a bias);
     * with ``elementwise=True`` (default) also 2 per element for batch norm (scale and
       shift), 1 per element for ReLU, ``k * k`` per output element for average/max
       pooling and 1 per input element for adaptive pooling.
 
     The default reproduces NASLib's ``flops`` on NAS-Bench-201 to within 0.002 MFLOPs
     (checked on its 491-architecture development set); ``elementwise=False`` gives
-    pure conv/linear multiply-accumulates. Additions of branches are not counted.
+    conv/linear multiply-accumulates, and with ``bias=False`` as well the bare
+    multiply-accumulates NAS benchmarks report (what :mod:`ghnas.archset` stores).
+    Additions of branches are not counted.
     The model runs in eval mode on a copy.
     """
     net = scratch_copy(model).eval()
@@ -52,10 +56,10 @@ def count_flops(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32),
         nonlocal total
         n_out = out.numel() // out.shape[0]
         if isinstance(mod, nn.Linear):
-            total += n_out * (mod.in_features + (mod.bias is not None))
+            total += n_out * (mod.in_features + (bias and mod.bias is not None))
         elif isinstance(mod, nn.modules.conv._ConvNd):
             per_out = (mod.in_channels // mod.groups) * math.prod(mod.kernel_size)
-            total += n_out * (per_out + (mod.bias is not None))
+            total += n_out * (per_out + (bias and mod.bias is not None))
         elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
             total += 2 * n_out
         elif isinstance(mod, nn.ReLU):

@@ -1,0 +1,269 @@
+"""The concepts with one home (issues 10 and 12): GHN proxies decided in one place, the
+GHN value type, strategies as classes, degenerate results, run folders, budgets, small
+image folders."""
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+
+import pytest
+import torch
+
+import search_spaces
+from ghnas._io import RunFolder
+from ghnas.cli import main
+from ghnas.data import ImageData, default_val_size
+from ghnas.errors import DegenerateResultWarning, InputError
+from ghnas.ghn import GHN2, GHNRef, save_ghn
+from ghnas.searching import (RandomSearch, SearchState, Strategy, get_strategy, prepare_proxy,
+                             register_strategy, run_strategy, search)
+
+TINY = {"C": 4, "N": 1}
+NB = search_spaces.get("nb201")
+pytestmark = pytest.mark.filterwarnings("ignore:the GHN's shape encoding has no entry",
+                                        "ignore:.*not used by the forward pass", "ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def ghn():
+    torch.manual_seed(0)
+    return GHN2(hid=16, max_shape=(16, 16, 3, 3)).eval()
+
+
+@pytest.fixture(scope="module")
+def ghn_file(ghn, tmp_path_factory):
+    return str(save_ghn(ghn, tmp_path_factory.mktemp("ghn") / "g.pt"))
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _images(n: int, classes: int, seed: int = 0) -> ImageData:
+    g = torch.Generator().manual_seed(seed)
+    return ImageData(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                     torch.arange(n) % classes, [f"c{i}" for i in range(classes)])
+
+
+def _imagefolder(root, classes=("cat", "dog"), per_class=12):
+    from torchvision.io import write_png
+
+    g = torch.Generator().manual_seed(0)
+    for c in classes:
+        d = root / c
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            write_png(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=g), str(d / f"{i}.png"))
+    return root
+
+
+# ----------------------------------------------------------------------------- the four GHN-proxy cases
+def test_cli_search_with_ghn_acc_and_ghn(capsys, tmp_path, ghn_file):
+    code, out, err = run(capsys, "search", "--proxy", "ghn_acc", "--ghn", ghn_file, "--budget", 3,
+                         "--build", "C=4,N=1", "--batch-size", 16, "--out", tmp_path, "-q", "--device", "cpu")
+    assert code in (0, 3), err  # 3: a random GHN may give every network the same accuracy
+    res = json.loads((tmp_path / "result.json").read_text())
+    assert res["proxy"] == "ghn_acc" and res["settings"]["ghn"] == ghn_file
+
+
+def test_build_warm_starts_ghn_acc_results(ghn):
+    from ghnas.graph import extract
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateResultWarning)
+        r = search("nb201", budget=3, proxy="ghn_acc", ghn=ghn, build_kwargs=TINY, batch_size=16,
+                   progress=False, device="cpu")
+    arch = r.table[0].arch
+    model = r.build(arch)
+    pred = ghn.predict([extract(NB.build(arch, **TINY))])[0]
+    params = dict(model.named_parameters())
+    for k, v in pred.items():
+        torch.testing.assert_close(params[k].detach(), v)
+
+
+def test_correlate_gives_ghn_to_the_ensemble_member(capsys, tmp_path, ghn_file, monkeypatch):
+    def no_default(space):
+        raise AssertionError("the shipped GHN was used instead of --ghn")
+
+    monkeypatch.setattr(GHNRef, "default", classmethod(lambda cls, space: no_default(space)))
+    truth = tmp_path / "truth.csv"
+    truth.write_text("arch,test_acc\n" + "\n".join(f"{a},{80 + i}" for i, a in
+                                                   enumerate(NB.sample_many(6, seed=3, unique=True))) + "\n")
+    code, out, err = run(capsys, "correlate", "--truth", truth, "--proxies", "ghn+synflow", "--ghn", ghn_file,
+                         "--build", "C=4,N=1", "--n-boot", 10, "--out", tmp_path / "c", "-q", "--device", "cpu")
+    assert code == 0, err
+    rec = json.loads((tmp_path / "c" / "run.json").read_text())["settings"]["proxies"]["ghn+synflow"]
+    assert rec["ghn"] == ghn_file and rec["batch_size"] == 200
+
+
+def test_a_vote_gets_the_same_images_in_search_and_correlate(ghn):
+    for name in ("vote:ghn,params", "ghn+synflow", "ghn"):
+        assert prepare_proxy(NB, name, ghn=ghn).batch_size == 200
+    assert prepare_proxy(NB, "vote:params,naswot").batch_size == 64
+    r = search("nb201", budget=2, proxy="vote:ghn,params", ghn=ghn, build_kwargs=TINY, progress=False,
+               device="cpu")
+    assert r.settings["batch_size"] == 200
+
+
+# ----------------------------------------------------------------------------- GHN value type
+def test_ghn_ref_kinds(ghn, ghn_file):
+    assert GHNRef.of(ghn_file).saved and GHNRef.of(ghn_file).label == ghn_file
+    mem = GHNRef.of(ghn)
+    assert not mem.saved and mem.to_json() is None and "in-memory" in mem.label
+    assert GHNRef.of(mem) is mem and mem.load("cpu") is ghn
+    assert GHNRef.default("nb201").label == "ghnas-nb201-cifar10"
+    assert GHNRef.of("ghnas-darts-cifar10").build_kwargs("darts") == {"C": 8, "layers": 5}
+    assert GHNRef.of(ghn_file).load("cpu") is GHNRef.of(ghn_file).load("cpu")  # read once per process
+    with pytest.raises(FileNotFoundError, match="no GHN is shipped for space 'foo'"):
+        GHNRef.default("foo")
+    with pytest.raises(TypeError, match="GHN name"):
+        GHNRef.of(3)
+
+
+def test_ghn_given_to_a_proxy_without_one_is_refused(ghn):
+    with pytest.raises(InputError, match="only used by GHN proxies"):
+        prepare_proxy(NB, "params", ghn=ghn)
+    assert prepare_proxy(NB, "params", ghn=ghn, ghn_only_if_needed=True).ghn is None
+
+
+# ----------------------------------------------------------------------------- strategies as classes
+def test_a_user_strategy_plugs_in():
+    @register_strategy("every_other_test", overwrite=True)
+    class EveryOther(Strategy):
+        def __init__(self, step: int = 2):
+            self.step = step
+
+        def run(self, state: SearchState) -> None:
+            while state.left:
+                state.evaluate([state.random_unseen()])
+
+    r = search("nb201", budget=3, proxy="params", strategy="every_other_test", step=3, progress=False,
+               build_kwargs=TINY)
+    assert r.strategy == "every_other_test" and r.settings["strategy_kwargs"] == {"step": 3}
+    assert isinstance(get_strategy("random"), RandomSearch)
+    with pytest.raises(InputError, match="unknown option"):
+        get_strategy("evolution", populaton=3)
+
+
+# ----------------------------------------------------------------------------- issue 12
+def test_degenerate_search_names_no_winner(tmp_path, capsys):
+    one_class = _images(16, 1)
+    with pytest.warns(DegenerateResultWarning, match="equal"):
+        r = search("nb201", budget=3, proxy="snip", data=one_class, build_kwargs=TINY, progress=False,
+                   device="cpu", batch_size=8)
+    assert r.best_arch is None and math.isnan(r.best_score) and "equal" in r.degenerate
+    assert "no best architecture" in r.summary()
+    with pytest.raises(InputError, match="no best architecture"):
+        r.build()
+    folder = _imagefolder(tmp_path / "one", classes=("only",))
+    code, out, err = run(capsys, "search", "--proxy", "snip", "--data", f"imagefolder:{folder}", "--budget", 3,
+                         "--build", "C=4,N=1", "--batch-size", 4, "--out", tmp_path / "s", "-q")
+    assert code == 3 and "no best architecture" in err and "best:" not in out
+
+
+def test_degenerate_score_table_and_correlation(capsys, tmp_path):
+    from ghnas.correlation import correlate
+    from ghnas.proxies import score
+
+    t = score(NB.sample_many(3, seed=0, unique=True), "nb201", "snip", data=_images(8, 1),
+              build_kwargs={**TINY, "num_classes": 1}, progress=False, batch_size=8)
+    assert t.degenerate and "equal" in t.degenerate
+    archs = NB.sample_many(6, seed=1, unique=True)
+    rep = correlate({"flat": {a: 0.0 for a in archs}, "ok": {a: float(i) for i, a in enumerate(archs)}},
+                    {a: float(i) for i, a in enumerate(archs)}, n_boot=5)
+    assert rep["flat"].degenerate and rep["ok"].degenerate is None
+    assert "flat ranked nothing" in rep.table()
+
+
+def test_run_folder_refuses_other_settings_and_resumes_same(tmp_path):
+    kw = dict(space="nb201", budget=2, proxy="params", build_kwargs=TINY, progress=False, out_dir=tmp_path)
+    a = search(seed=1, **kw)
+    with pytest.raises(InputError, match="other settings.*seed: 1 -> 2"):
+        search(seed=2, **kw)
+    assert json.loads((tmp_path / "result.json").read_text())["seed"] == 1  # not overwritten
+    b = search(seed=1, **kw)  # same settings: resumes from the cache
+    assert all(c.cached for c in b.table) and [c.arch for c in a.table] == [c.arch for c in b.table]
+
+
+def test_run_folder_lock_blocks_a_concurrent_run(tmp_path):
+    (tmp_path / ".lock").write_text("pid 999999\n")  # a stale lock of a killed run: no obstacle
+    with RunFolder(tmp_path, "search", {"x": 1}):
+        with pytest.raises(InputError, match="in use by a running job"):
+            with RunFolder(tmp_path, "search", {"x": 1}):
+                pass
+    with RunFolder(tmp_path, "search", {"x": 1}):  # released on exit
+        pass
+    with pytest.raises(InputError, match="holds a 'search' run"):
+        with RunFolder(tmp_path, "correlate", {"x": 1}):
+            pass
+
+
+def test_cli_second_search_with_other_settings_is_refused(capsys, tmp_path):
+    argv = ["search", "--proxy", "params", "--budget", 2, "--build", "C=4,N=1", "--out", tmp_path, "-q"]
+    assert run(capsys, *argv, "--seed", 1)[0] == 0
+    code, out, err = run(capsys, *argv, "--seed", 2)
+    assert code == 2 and "other settings" in err and "Traceback" not in err
+    assert json.loads((tmp_path / "result.json").read_text())["seed"] == 1
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "tpe", "random"])
+def test_budget_beyond_the_space_fails_up_front(strategy):
+    calls = []
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match="exceeds the 8765 distinct architectures"):
+        run_strategy(strategy, NB, 8766, lambda archs: calls.extend(archs) or [0.0] * len(archs))
+    assert calls == [] and time.perf_counter() - t0 < 30
+
+
+def test_small_image_folders_get_a_small_validation_split(tmp_path, monkeypatch):
+    from ghnas import data as gdata
+    from ghnas.searching import proxy_images
+
+    monkeypatch.setenv("GHNAS_CACHE", str(tmp_path / "cache"))
+    folder = _imagefolder(tmp_path / "imgs", per_class=30)  # 60 images: far below 5,000
+    assert default_val_size(50_000) == 5000 and default_val_size(60) == 6
+    assert len(proxy_images(f"imagefolder:{folder}")) == 6
+    assert len(proxy_images(f"imagefolder:{folder}", val_size=10)) == 10
+    assert len(gdata.load(f"imagefolder:{folder}", split="train")) == 54
+    r = search("nb201", budget=2, proxy="naswot", data=f"imagefolder:{folder}", val_size=20, batch_size=8,
+               build_kwargs=TINY, progress=False)
+    assert r.settings["val_size"] == 20 and r.settings["build_kwargs"]["num_classes"] == 2
+    with pytest.raises(InputError, match="val_size=60 must be smaller"):
+        proxy_images(f"imagefolder:{folder}", val_size=60)
+
+
+def test_import_ghnas_reaches_subpackages_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, ghnas; assert 'torch' not in sys.modules; "
+            "assert callable(ghnas.proxies.score) and ghnas.correlation.kendall_tau; "
+            "assert ghnas.integrations.ProxyScorer and callable(ghnas.search)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_cli_score_out_folder_follows_the_same_rule(capsys, tmp_path):
+    a, b = NB.sample_many(2, seed=5, unique=True)
+    argv = ["score", "--proxy", "params", "--build", "C=4,N=1", "--out", tmp_path / "s", "-q"]
+    assert run(capsys, *argv, a)[0] == 0
+    assert run(capsys, *argv, a)[0] == 0  # same input: resumes (served from the cache)
+    code, _, err = run(capsys, *argv, b)
+    assert code == 2 and "other settings" in err
+
+
+def test_cli_reports_a_bug_with_its_traceback(capsys, monkeypatch):
+    import ghnas.cli as cli
+
+    def broken(args):
+        raise KeyError("internal")  # a bug, not bad input: it must not look like a user error
+
+    monkeypatch.setattr(cli, "cmd_score", broken)
+    with pytest.raises(KeyError):
+        main(["score", "--proxy", "params", NB.sample(0)])
+    assert "internal error" in capsys.readouterr().err
+    code, _, err = run(capsys, "search", "--proxy", "params", "--device", "warp9", "--budget", 2)
+    assert code == 2 and "bad --device 'warp9'" in err
