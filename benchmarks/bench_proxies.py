@@ -75,6 +75,8 @@ BATCH = {"meco": 1, "zico": 128, "swap": 16, "ntk_cond": 32, "linear_regions": 1
          "az_complexity": 64}
 DEFAULT_BATCH = 32
 SEEDED = {"swap", "zen", "az_expressivity", "az_progressivity", "az_trainability"}
+# the authors average 32 random re-initialisations; 8 here, for the CPU budget (noise only)
+SETTINGS = {"swap": {"repeats": 8}, "zen": {"repeats": 8}}
 NASLIB = {"params": "naslib_params", "flops": "naslib_flops", "synflow": "naslib_synflow",
           "jacob_cov": "naslib_jacov", "snip": "naslib_snip", "grad_norm": "naslib_grad_norm",
           "fisher": "naslib_fisher", "grasp": "naslib_grasp", "l2_norm": "naslib_l2_norm",
@@ -156,7 +158,7 @@ def run_job(space: str, proxy: str, size: str, seed: int, archs: list[str], imag
     todo = [a for a in archs if a not in done]
     if not todo:
         return
-    kwargs = {"seed": seed} if proxy in SEEDED else {}
+    kwargs = dict(SETTINGS.get(proxy, {}), **({"seed": seed} if proxy in SEEDED else {}))
     prox = get_proxy(proxy, **kwargs)
     bs = BATCH.get(proxy, DEFAULT_BATCH)
     data = images.batch(bs, seed) if prox.needs_data else None
@@ -172,7 +174,18 @@ def run_job(space: str, proxy: str, size: str, seed: int, archs: list[str], imag
 # --------------------------------------------------------------------------- statistics
 
 
+_STATS_MEMO: dict[tuple, dict] = {}
+
+
 def stats(scores: list[float], truth: list[float], higher_is_better: bool, n_boot: int) -> dict:
+    # the report is rewritten after every job: bootstraps of unchanged columns are reused
+    key = (tuple(scores), tuple(truth), higher_is_better, n_boot)
+    if key not in _STATS_MEMO:
+        _STATS_MEMO[key] = _stats(scores, truth, higher_is_better, n_boot)
+    return _STATS_MEMO[key]
+
+
+def _stats(scores: list[float], truth: list[float], higher_is_better: bool, n_boot: int) -> dict:
     sign = 1.0 if higher_is_better else -1.0
     s = [sign * v for v in scores]
     out = {}
@@ -236,11 +249,13 @@ def summarise(space: str, archs: list[str], truth: list[float], rows: list[dict[
         got = read_cache(cache_file(cache_dir, p, size, 0))
         return statistics.median(v[1] for v in got.values()) if got else None
 
-    for p in PROXIES:
-        size = decision.get(p, {}).get("chosen", "proxy")
+    for p, size in [(p, z) for p in PROXIES for z in candidate_sizes(p)]:
+        chosen = decision.get(p, {}).get("chosen", "proxy")
+        if not read_cache(cache_file(cache_dir, p, size, 0)):
+            continue
         per_seed = {s: c for s in seeds if (c := column(p, size, s)) is not None}
         # partial: the tuning half alone may be complete
-        entry: dict[str, Any] = {"size": size, "build": SPACES[space]["sizes"][size],
+        entry: dict[str, Any] = {"size": size, "chosen": size == chosen, "build": SPACES[space]["sizes"][size],
                                  "batch": BATCH.get(p, DEFAULT_BATCH), "seconds": seconds_of(p, size),
                                  "seeds": sorted(per_seed), "higher_is_better": proxy_direction(p)}
         got0 = read_cache(cache_file(cache_dir, p, size, 0))
@@ -261,9 +276,9 @@ def summarise(space: str, archs: list[str], truth: list[float], rows: list[dict[
             entry["spearman_vs_naslib"] = correlation.spearman_rho(
                 [v if math.isfinite(v) else floor for v in ours], [v if math.isfinite(v) else -1e30 for v in ref])
         if any(k in entry for k in subs):
-            results[p] = entry
+            results[p if size == chosen else f"{p} @{size}"] = entry
     for agg, (members, method) in AGGREGATES.items():
-        entry = {"size": "members' sizes", "members": members, "method": method, "seeds": [],
+        entry = {"size": "members' sizes", "chosen": True, "members": members, "method": method, "seeds": [],
                  "higher_is_better": True,
                  "seconds": _sum_or_none([results.get(m, {}).get("seconds") for m in members])}
         for name, idx in subs.items():
@@ -290,7 +305,7 @@ def summarise(space: str, archs: list[str], truth: list[float], rows: list[dict[
         if col not in rows[0]:
             continue
         ref = [float(r[col]) for r in rows]
-        entry = {"size": "NASLib", "seeds": [], "higher_is_better": True}
+        entry = {"size": "NASLib", "chosen": True, "seeds": [], "higher_is_better": True}
         for name, idx in subs.items():
             entry[name] = _mean_stats([stats([ref[i] for i in idx], [truth[i] for i in idx], True, n_boot)])
         results[f"NASLib {col[len('naslib_'):]}"] = entry
@@ -327,7 +342,9 @@ def markdown(space: str, results: dict, decision: dict, meta: dict) -> str:
              f"only (table at the end). CIFAR-10 training images, seeds {meta['seeds_available']}; "
              f"statistics are means over the complete seeds (column 'seeds'); 95% bootstrap CIs "
              f"({meta['n_boot']} resamples). s/arch: median build + score time, 1 torch thread, "
-             f"{meta['machine']}.", "",
+             f"{meta['machine']}. Settings differing from the proxies' defaults: {meta['settings']}."
+             + (f" Only the first {meta['limit']} rows of the file (CPU budget)." if meta.get("limit") else "")
+             + " Rows `name @size` are a proxy at a size that was not chosen.", "",
              "| proxy | size | batch | seeds | KT reporting [CI] | SP reporting [CI] | top-10% reporting | "
              "KT tuning | SP tuning | KT full | SP full | KT sd (seeds) | SP vs NASLib | s/arch |",
              "| --- | --- | ---: | --- | --- | --- | --- | --- | --- | --- | --- | ---: | ---: | ---: |"]
@@ -410,13 +427,15 @@ def write_atomic(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--space", choices=sorted(SPACES), required=True)
-    ap.add_argument("--phases", default="proxy,size,reporting,seeds,report",
+    ap.add_argument("--phases", default="proxy,reporting,size,reporting,seeds,report",
                     help="comma-separated, in order: proxy (tuning half at proxy size, seed 0), size "
                          "(other sizes on --n-size tuning archs), reporting (chosen size, all rows, seed 0), "
                          "seeds (the other --seeds), report (tables only)")
     ap.add_argument("--proxies", default=",".join(PROXIES))
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--n-size", type=int, default=60)
+    ap.add_argument("--limit", type=int, default=None,
+                    help="use the first LIMIT rows of the dev set (halves by row parity within them)")
+    ap.add_argument("--n-size", type=int, default=40)
     ap.add_argument("--max-seconds", type=float, default=1.0)
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--chunk", type=int, default=50)
@@ -433,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     archs, truth, rows = read_rows(space, args.root)
+    if args.limit is not None:
+        archs, truth, rows = archs[: args.limit], truth[: args.limit], rows[: args.limit]
     tuning = archs[0::2]
     size_archs = tuning[: args.n_size]
     images = Images(args.root / "shared/data/cifar10")
@@ -444,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         decision = size_decision(space, archs, truth, cache_dir, args.n_size, args.max_seconds)
         results = summarise(space, archs, truth, rows, cache_dir, seeds, decision, args.n_boot)
         meta = {"space": space, "n": len(archs), "n_boot": args.n_boot, "n_size": args.n_size,
-                "max_seconds": args.max_seconds, "seeds_available": seeds, "torch": torch.__version__,
+                "max_seconds": args.max_seconds, "seeds_available": seeds, "limit": args.limit,
+                "settings": SETTINGS, "torch": torch.__version__,
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared)"}
         write_atomic(out / "summary.json", json.dumps({"meta": meta, "decision": decision,
                                                        "results": results}, indent=1) + "\n")
