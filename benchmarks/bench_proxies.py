@@ -229,6 +229,9 @@ def size_decision(space: str, archs: list[str], truth: list[float], cache_dir: P
         for size in candidate_sizes(p):
             got = read_cache(cache_file(cache_dir, p, size, 0))
             if not all(archs[i] in got for i in idx):
+                probe = [got[archs[i]][1] for i in idx[:3] if archs[i] in got]
+                if len(probe) == 3 and statistics.median(probe) > 3 * max_seconds:
+                    per[size] = {"kendall": math.nan, "seconds": statistics.median(probe), "probe_only": True}
                 continue
             sc = [got[archs[i]][0] for i in idx]
             sign = 1.0 if proxy_direction(p) else -1.0
@@ -494,14 +497,22 @@ def main(argv: list[str] | None = None) -> int:
 
     for phase in phases:
         if phase == "proxy":
+            # the smallest candidate size (TE-NAS's thin network for linear_regions)
             for p in proxies:
-                run_job(space, p, "proxy", 0, tuning, images, cache_dir, args.chunk, log)
+                run_job(space, p, candidate_sizes(p)[0], 0, tuning, images, cache_dir, args.chunk, log)
                 report()
         elif phase == "size":
             for p in proxies:
                 for size in candidate_sizes(p):
+                    # a size that costs far more than the budget cannot be chosen: probe 3 archs first
+                    run_job(space, p, size, 0, size_archs[:3], images, cache_dir, args.chunk, log)
+                    probe = read_cache(cache_file(cache_dir, p, size, 0))
+                    secs = statistics.median(probe[a][1] for a in size_archs[:3])
+                    if secs > 3 * args.max_seconds:
+                        log(f"{space} {p} size={size}: {secs:.2f} s/arch, over 3x the budget: not scored further")
+                        continue
                     run_job(space, p, size, 0, size_archs, images, cache_dir, args.chunk, log)
-                report()
+                    report()
         elif phase in ("reporting", "fill"):
             # reporting: the held-out half at the chosen size; fill: the rest of the rows there
             decision = report()
