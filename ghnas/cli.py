@@ -316,6 +316,8 @@ def _read_truth(args, space):
     if not truth_path.is_file():
         raise CLIError(f"ground-truth file {str(truth_path)!r} does not exist")
     try:
+        # unnamed columns: the dev files' own (arch/test_acc for NB201, genotype/val_acc for NB301)
+        args.arch_col, args.acc_col = correlation.truth_columns(truth_path, args.arch_col, args.acc_col)
         truth = correlation.read_truth(truth_path, args.arch_col, args.acc_col, space)
     except ValueError as e:  # the file's content is the user's input; the message names file and line
         raise CLIError(str(e)) from None
@@ -562,8 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "report Kendall tau, Spearman rho and top-10%% precision.")
     _common(p)
     p.add_argument("--truth", required=True, help="CSV with an architecture and an accuracy column")
-    p.add_argument("--arch-col", default="arch")
-    p.add_argument("--acc-col", default="test_acc")
+    p.add_argument("--arch-col", default=None, help="architecture column (default: arch or genotype)")
+    p.add_argument("--acc-col", default=None,
+                   help="accuracy column (default: the first of test_acc, val_acc, valid_acc)")
     p.add_argument("--proxies", default=None,
                    help="comma-separated proxies (default: the fast ones: ghn if a GHN is available, "
                         "params, flops, synflow)")

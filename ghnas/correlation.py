@@ -57,6 +57,7 @@ from ghnas._util import degenerate_reason, jsonable
 
 __all__ = [
     "read_truth",
+    "truth_columns",
     "read_proxy_columns",
     "kendall_tau",
     "spearman_rho",
@@ -171,16 +172,54 @@ def _canonical_arch(arch: str, space, path: Path, line: int, col: str) -> str:
         ) from err
 
 
+#: column names recognised when none is given, in order of preference: the NAS-Bench-201
+#: dev file has ``arch`` / ``test_acc`` (and ``valid_acc``), the NAS-Bench-301 one
+#: ``genotype`` / ``val_acc``
+ARCH_COLUMNS = ("arch", "genotype")
+ACC_COLUMNS = ("test_acc", "val_acc", "valid_acc")
+
+
+def truth_columns(path: str | os.PathLike, arch_col: str | None = None,
+                  acc_col: str | None = None) -> tuple[str, str]:
+    """The (architecture, accuracy) columns of a ground-truth CSV.
+
+    A name given is kept as it is (:func:`read_truth` checks it); a ``None`` is replaced by
+    the first of :data:`ARCH_COLUMNS` / :data:`ACC_COLUMNS` in the file's header, so both
+    dev files work without naming their columns. ``ValueError`` names the header when
+    none is found.
+    """
+    if arch_col is not None and acc_col is not None:
+        return arch_col, acc_col
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ground-truth file {str(path)!r} does not exist")
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        header = [c.strip() for c in next(csv.reader(fh), [])]
+
+    def pick(given: str | None, known: Sequence[str], what: str) -> str:
+        if given is not None:
+            return given
+        for c in known:
+            if c in header:
+                return c
+        raise ValueError(f"{path}: no {what} column found (looked for {list(known)}); the file has "
+                         f"columns {header}: name it explicitly")
+
+    return pick(arch_col, ARCH_COLUMNS, "architecture"), pick(acc_col, ACC_COLUMNS, "accuracy")
+
+
 def read_truth(
     path: str | os.PathLike,
-    arch_col: str = "arch",
-    acc_col: str = "test_acc",
+    arch_col: str | None = "arch",
+    acc_col: str | None = "test_acc",
     space: Any = None,
 ) -> dict[str, float]:
     """Read ground truth ``{architecture: accuracy}`` from a CSV file.
 
     Defaults match the NAS-Bench-201 development file (columns ``arch``, ``test_acc``);
-    other benchmark files are read by naming their two columns. With ``space`` (a
+    other benchmark files are read by naming their two columns, or by passing ``None`` for
+    a column to take the first known name in the header (:func:`truth_columns`: ``arch``
+    or ``genotype``; ``test_acc``, ``val_acc`` or ``valid_acc``). With ``space`` (a
     ``search_spaces`` space object, or a name for ``search_spaces.get``) every
     architecture is validated and stored in its canonical form.
 
@@ -196,6 +235,7 @@ def read_truth(
         491
     """
     path = Path(path)
+    arch_col, acc_col = truth_columns(path, arch_col, acc_col)
     space = _resolve_space(space)
     header, rows = _read_table(path, [arch_col, acc_col])
     truth: dict[str, float] = {}

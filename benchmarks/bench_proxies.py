@@ -1,0 +1,540 @@
+"""Every zero-cost proxy (old and new, not the GHN) on both dev sets, tuning / reporting halves.
+
+For each space (``nb201``: ``../shared/data/nb201/cifar10_dev.csv``, 491 architectures,
+truth ``test_acc``; ``darts``: ``../shared/data/nb301/cifar10_dev.csv``, 718 DARTS genotypes,
+truth ``val_acc``) and each proxy, the architectures are scored on CIFAR-10 training
+images (one batch per image seed, the proxy's own batch size) and we report Kendall tau,
+Spearman rho and top-10% precision with 95% bootstrap CIs (:mod:`ghnas.correlation`,
+1,000 resamples), separately on the **tuning half** (even row index of the CSV), the
+**reporting half** (odd row index) and the full set, plus seconds per architecture
+(build + score, one torch thread, this machine, median) and, where NASLib has a column
+for the same proxy, Spearman's rho between our scores and NASLib's.
+
+Network size is the one setting chosen here, per proxy and space, on the tuning half only
+(phase ``size``): the proxy is scored at the small "proxy size" (NB201 C=8 N=1, DARTS C=8
+with 5 cells) and at the benchmark's own network (NB201 C=16 N=5, DARTS C=16 with 8 cells;
+TE-NAS's linear regions also on its thin C=1 network) on the first ``--n-size`` tuning
+architectures; the size with the higher Kendall tau wins, among the sizes that cost at
+most ``--max-seconds`` per architecture (the speed target: 100 architectures in <= 60 s).
+The reporting half is then scored at the chosen size only, so its numbers are held out.
+
+The set-level aggregates ``az_nas`` (AZ-NAS's log-rank sum of its four proxies) and
+``te_nas`` (mean rank of ``ntk_cond`` and ``linear_regions``) are computed from their
+members' cached scores *within* each half, as they would rank a set they were given.
+
+Several image seeds: ``--seeds 0,1,2``. A proxy with random inputs or a random
+re-initialisation (Zen, SWAP, the AZ-NAS members) gets the image seed as its own ``seed``
+setting, so every proxy varies with the seed. Statistics are averaged over the seeds that
+are complete for a proxy (CIs too); ``KT sd`` is the spread of Kendall tau across seeds.
+
+Everything is resumable: each (proxy, size, seed) has a JSON-lines cache (the ``cache=``
+of :func:`ghnas.proxies.score`) under ``runs/bench_proxies/<space>/`` (git-ignored);
+the summaries go to ``benchmarks/results/proxies_<space>/{README.md,summary.json,kendall.png}``
+and are rewritten after every job, so partial results exist early.
+
+Usage (one space per process, 1 thread, in the background)::
+
+    nohup python benchmarks/bench_proxies.py --space nb201 > runs/bench_proxies_nb201.log 2>&1 &
+    nohup python benchmarks/bench_proxies.py --space darts --limit 200 --n-size 20 > runs/bench_proxies_darts.log 2>&1 &
+    python benchmarks/bench_proxies.py --space darts --limit 200 --phases report   # tables from the caches
+
+(``--limit 200``: the first 200 rows of the NB301 file, for the CPU budget of the run
+committed here; drop it to use all 718.)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ghnas import correlation  # noqa: E402
+from ghnas.proxies import get_proxy, rank_aggregate, score  # noqa: E402
+from ghnas.proxies.az_nas import log_rank_aggregate  # noqa: E402
+
+# cheapest first, so that partial runs cover many proxies
+PROXIES = ["params", "flops", "l2_norm", "synflow", "naswot", "jacob_cov", "snip", "grad_norm",
+           "plain", "epe_nas", "fisher", "grasp", "meco", "zico", "az_expressivity",
+           "az_progressivity", "az_trainability", "az_complexity", "linear_regions", "ntk_cond",
+           "zen", "swap"]
+AGGREGATES = {"az_nas": (["az_expressivity", "az_progressivity", "az_trainability", "az_complexity"],
+                         "log_rank"),
+              "te_nas": (["ntk_cond", "linear_regions"], "mean_rank")}
+# images per batch: NASLib's 32 for the NASLib proxies (its zc_config), the authors' for the others
+BATCH = {"meco": 1, "zico": 128, "swap": 16, "ntk_cond": 32, "linear_regions": 1000,
+         "zen": 16, "az_expressivity": 64, "az_progressivity": 64, "az_trainability": 64,
+         "az_complexity": 64}
+DEFAULT_BATCH = 32
+SEEDED = {"swap", "zen", "az_expressivity", "az_progressivity", "az_trainability"}
+# the authors average 32 random re-initialisations; 8 here, for the CPU budget (noise only)
+SETTINGS = {"swap": {"repeats": 8}, "zen": {"repeats": 8}}
+NASLIB = {"params": "naslib_params", "flops": "naslib_flops", "synflow": "naslib_synflow",
+          "jacob_cov": "naslib_jacov", "snip": "naslib_snip", "grad_norm": "naslib_grad_norm",
+          "fisher": "naslib_fisher", "grasp": "naslib_grasp", "l2_norm": "naslib_l2_norm",
+          "epe_nas": "naslib_epe_nas", "plain": "naslib_plain", "naswot": "naslib_nwot"}
+SPACES = {
+    "nb201": {"csv": "shared/data/nb201/cifar10_dev.csv", "arch": "arch", "acc": "test_acc",
+              "sizes": {"proxy": {"C": 8, "N": 1}, "bench": {"C": 16, "N": 5}, "thin": {"C": 1, "N": 1}}},
+    "darts": {"csv": "shared/data/nb301/cifar10_dev.csv", "arch": "genotype", "acc": "val_acc",
+              "sizes": {"proxy": {"C": 8, "layers": 5}, "bench": {"C": 16, "layers": 8},
+                        "thin": {"C": 1, "layers": 5}}},
+}
+# published NB201 CIFAR-10 numbers (all 15,625 architectures) for the notes
+PUBLISHED = {"meco": "Spearman 0.89 (MeCo, NeurIPS 2023)", "swap": "Spearman 0.90 with its regulariser",
+             "zico": "Spearman ~0.80 (ZiCo, ICLR 2023)",
+             "az_nas": "Kendall 0.74 / Spearman 0.91 (AZ-NAS, CVPR 2024)"}
+
+
+NOTES_DIR = REPO / "benchmarks" / "notes"
+
+
+def candidate_sizes(proxy: str) -> list[str]:
+    # TE-NAS counts linear regions on a thin (C=1) network: wider ones put every image in its own region
+    return ["thin", "proxy", "bench"] if proxy == "linear_regions" else ["proxy", "bench"]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def read_rows(space: str, root: Path) -> tuple[list[str], list[float], list[dict[str, str]]]:
+    import search_spaces
+
+    cfg = SPACES[space]
+    sp = search_spaces.get(space)
+    with open(root / cfg["csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    archs = [sp.validate(r[cfg["arch"]]) for r in rows]
+    return archs, [float(r[cfg["acc"]]) for r in rows], rows
+
+
+class Images:
+    """Seeded batches of normalised CIFAR-10 training images, loaded once."""
+
+    def __init__(self, root: Path):
+        from ghnas import data as gdata
+
+        self.train = gdata.load("cifar10", root=root, split="train")
+        self._cache: dict[tuple[int, int], list] = {}
+
+    def batch(self, size: int, seed: int) -> list:
+        key = (size, seed)
+        if key not in self._cache:
+            x, y = next(self.train.batches(size, shuffle=True, seed=seed))
+            self._cache[key] = [(x, y)]
+        return self._cache[key]
+
+
+def cache_file(cache_dir: Path, proxy: str, size: str, seed: int) -> Path:
+    return cache_dir / f"{proxy}__{size}__s{seed}.jsonl"
+
+
+def read_cache(path: Path) -> dict[str, tuple[float, float]]:
+    """{arch: (score, seconds)} from a score() cache file (one run key per file)."""
+    out: dict[str, tuple[float, float]] = {}
+    if not path.exists():
+        return out
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and "arch" in rec:
+                out[rec["arch"]] = (float(rec["score"]), float(rec.get("seconds", 0.0)))
+    return out
+
+
+def run_job(space: str, proxy: str, size: str, seed: int, archs: list[str], images: Images,
+            cache_dir: Path, chunk: int, log) -> None:
+    """Score ``archs`` (resumable, in chunks so that progress is logged and cached)."""
+    path = cache_file(cache_dir, proxy, size, seed)
+    done = read_cache(path)
+    todo = [a for a in archs if a not in done]
+    if not todo:
+        return
+    kwargs = dict(SETTINGS.get(proxy, {}), **({"seed": seed} if proxy in SEEDED else {}))
+    prox = get_proxy(proxy, **kwargs)
+    bs = BATCH.get(proxy, DEFAULT_BATCH)
+    data = images.batch(bs, seed) if prox.needs_data else None
+    build = SPACES[space]["sizes"][size]
+    t0 = time.time()
+    for start in range(0, len(todo), chunk):
+        part = todo[start:start + chunk]
+        score(part, space, prox, data, seed, bs, build, progress=False, cache=path, device="cpu")
+    log(f"{space} {proxy} size={size} seed={seed}: {len(todo)} scored in {time.time() - t0:.1f}s "
+        f"({(time.time() - t0) / len(todo):.3f} s/arch)")
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+_STATS_MEMO: dict[tuple, dict] = {}
+
+
+def stats(scores: list[float], truth: list[float], higher_is_better: bool, n_boot: int) -> dict:
+    # the report is rewritten after every job: bootstraps of unchanged columns are reused
+    key = (tuple(scores), tuple(truth), higher_is_better, n_boot)
+    if key not in _STATS_MEMO:
+        _STATS_MEMO[key] = _stats(scores, truth, higher_is_better, n_boot)
+    return _STATS_MEMO[key]
+
+
+def _stats(scores: list[float], truth: list[float], higher_is_better: bool, n_boot: int) -> dict:
+    sign = 1.0 if higher_is_better else -1.0
+    s = [sign * v for v in scores]
+    out = {}
+    for name, fn in (("kendall", correlation.kendall_tau), ("spearman", correlation.spearman_rho),
+                     ("top10", correlation.top_k_precision)):
+        ci = correlation.bootstrap_ci(fn, s, truth, n_boot=n_boot, seed=0)
+        out[name] = [ci.estimate, ci.low, ci.high]
+    out["n"] = len(s)
+    out["n_nonfinite"] = sum(not math.isfinite(v) for v in s)
+    return out
+
+
+def aggregate_column(members: list[list[float]], hib: list[bool], method: str) -> list[float]:
+    if method == "log_rank":
+        return log_rank_aggregate(members, hib)
+    return rank_aggregate(members, hib, "mean")
+
+
+def subsets(n: int) -> dict[str, list[int]]:
+    return {"tuning": list(range(0, n, 2)), "reporting": list(range(1, n, 2)), "full": list(range(n))}
+
+
+def proxy_direction(proxy: str) -> bool:
+    return get_proxy(proxy).higher_is_better
+
+
+def size_decision(space: str, archs: list[str], truth: list[float], cache_dir: Path, n_size: int,
+                  max_seconds: float) -> dict[str, Any]:
+    """Per proxy: Kendall tau and s/arch of each size on the first ``n_size`` tuning archs."""
+    idx = list(range(0, len(archs), 2))[:n_size]
+    out: dict[str, Any] = {}
+    for p in PROXIES:
+        per = {}
+        for size in candidate_sizes(p):
+            got = read_cache(cache_file(cache_dir, p, size, 0))
+            if not all(archs[i] in got for i in idx):
+                probe = [got[archs[i]][1] for i in idx[:3] if archs[i] in got]
+                if len(probe) == 3 and statistics.median(probe) > 3 * max_seconds:
+                    per[size] = {"kendall": math.nan, "seconds": statistics.median(probe), "probe_only": True}
+                continue
+            sc = [got[archs[i]][0] for i in idx]
+            sign = 1.0 if proxy_direction(p) else -1.0
+            per[size] = {"kendall": correlation.kendall_tau([sign * v for v in sc], [truth[i] for i in idx]),
+                         "seconds": statistics.median(got[archs[i]][1] for i in idx)}
+        if not per:
+            continue
+        fast = {k: v for k, v in per.items() if v["seconds"] <= max_seconds} or \
+            {min(per, key=lambda k: per[k]["seconds"]): per[min(per, key=lambda k: per[k]["seconds"])]}
+        chosen = max(fast, key=lambda k: (fast[k]["kendall"] if math.isfinite(fast[k]["kendall"]) else -2))
+        out[p] = {"candidates": per, "chosen": chosen, "complete": len(per) == len(candidate_sizes(p))}
+    return out
+
+
+def summarise(space: str, archs: list[str], truth: list[float], rows: list[dict[str, str]],
+              cache_dir: Path, seeds: list[int], decision: dict, n_boot: int) -> dict:
+    subs = subsets(len(archs))
+    results: dict[str, Any] = {}
+
+    def column(p: str, size: str, seed: int) -> list[float] | None:
+        got = read_cache(cache_file(cache_dir, p, size, seed))
+        return None if not all(a in got for a in archs) else [got[a][0] for a in archs]
+
+    def seconds_of(p: str, size: str) -> float | None:
+        got = read_cache(cache_file(cache_dir, p, size, 0))
+        return statistics.median(v[1] for v in got.values()) if got else None
+
+    for p, size in [(p, z) for p in PROXIES for z in candidate_sizes(p)]:
+        chosen = decision.get(p, {}).get("chosen", "proxy")
+        if not read_cache(cache_file(cache_dir, p, size, 0)):
+            continue
+        per_seed = {s: c for s in seeds if (c := column(p, size, s)) is not None}
+        # partial: the tuning half alone may be complete
+        entry: dict[str, Any] = {"size": size, "chosen": size == chosen, "build": SPACES[space]["sizes"][size],
+                                 "batch": BATCH.get(p, DEFAULT_BATCH), "seconds": seconds_of(p, size),
+                                 "seeds": sorted(per_seed), "higher_is_better": proxy_direction(p)}
+        got0 = read_cache(cache_file(cache_dir, p, size, 0))
+        for name, idx in subs.items():
+            seed_stats = []
+            for s in seeds:
+                got = got0 if s == 0 else read_cache(cache_file(cache_dir, p, size, s))
+                if all(archs[i] in got for i in idx):
+                    seed_stats.append(stats([got[archs[i]][0] for i in idx], [truth[i] for i in idx],
+                                            entry["higher_is_better"], n_boot))
+            if seed_stats:
+                entry[name] = _mean_stats(seed_stats)
+        col = NASLIB.get(p)
+        have = [i for i in range(len(archs)) if archs[i] in got0]
+        if col and col in rows[0] and len(have) >= 20:
+            # on the rows scored at this size (seed 0); NASLib's own network is the "bench" size
+            ref = [float(rows[i][col]) for i in have]
+            ours = [got0[archs[i]][0] for i in have]
+            finite = [v for v in ours if math.isfinite(v)]
+            floor = (min(finite) - 1.0) if finite else -1.0
+            entry["spearman_vs_naslib"] = correlation.spearman_rho(
+                [v if math.isfinite(v) else floor for v in ours], [v if math.isfinite(v) else -1e30 for v in ref])
+            entry["spearman_vs_naslib_n"] = len(have)
+        if any(k in entry for k in subs):
+            results[p if size == chosen else f"{p} @{size}"] = entry
+    for agg, (members, method) in AGGREGATES.items():
+        entry = {"size": "members' sizes", "chosen": True, "members": members, "method": method, "seeds": [],
+                 "higher_is_better": True,
+                 "seconds": _sum_or_none([results.get(m, {}).get("seconds") for m in members])}
+        for name, idx in subs.items():
+            seed_stats = []
+            for s in seeds:
+                mcols = []
+                for m in members:
+                    size = decision.get(m, {}).get("chosen", "proxy")
+                    got = read_cache(cache_file(cache_dir, m, size, s))
+                    if not all(archs[i] in got for i in idx):
+                        break
+                    mcols.append([got[archs[i]][0] for i in idx])
+                else:
+                    agg_scores = aggregate_column(mcols, [proxy_direction(m) for m in members], method)
+                    seed_stats.append(stats(agg_scores, [truth[i] for i in idx], True, n_boot))
+                    if name == "full":
+                        entry["seeds"].append(s)
+            if seed_stats:
+                entry[name] = _mean_stats(seed_stats)
+        if any(k in entry for k in subs):
+            results[agg] = entry
+    # NASLib's own columns as reference rows
+    for p, col in NASLIB.items():
+        if col not in rows[0]:
+            continue
+        ref = [float(r[col]) for r in rows]
+        entry = {"size": "NASLib", "chosen": True, "seeds": [], "higher_is_better": True}
+        for name, idx in subs.items():
+            entry[name] = _mean_stats([stats([ref[i] for i in idx], [truth[i] for i in idx], True, n_boot)])
+        results[f"NASLib {col[len('naslib_'):]}"] = entry
+    return results
+
+
+def _sum_or_none(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else float(sum(values))
+
+
+def _mean_stats(seed_stats: list[dict]) -> dict:
+    out: dict[str, Any] = {"n": seed_stats[0]["n"], "n_seeds": len(seed_stats),
+                           "n_nonfinite": max(s["n_nonfinite"] for s in seed_stats)}
+    for k in ("kendall", "spearman", "top10"):
+        out[k] = [float(np.mean([s[k][j] for s in seed_stats])) for j in range(3)]
+    out["kendall_sd"] = float(np.std([s["kendall"][0] for s in seed_stats])) if len(seed_stats) > 1 else None
+    return out
+
+
+# --------------------------------------------------------------------------- output
+
+
+def fmt_ci(v: list[float] | None) -> str:
+    if not v:
+        return ""
+    return f"{v[0]:.3f} [{v[1]:.2f}, {v[2]:.2f}]"
+
+
+def markdown(space: str, results: dict, decision: dict, meta: dict) -> str:
+    cfg = SPACES[space]
+    lines = [f"# Zero-cost proxies on the {space} dev set ({meta['n']} architectures, truth `{cfg['acc']}`)", "",
+             f"Tuning half = even row index of `{cfg['csv'].split('shared/')[-1]}` ({(meta['n'] + 1) // 2} rows), "
+             f"reporting half = odd ({meta['n'] // 2}). Network size chosen per proxy on the tuning half "
+             f"only (table at the end). CIFAR-10 training images, seeds {meta['seeds_available']}; "
+             f"statistics are means over the complete seeds (column 'seeds'); 95% bootstrap CIs "
+             f"({meta['n_boot']} resamples). s/arch: median build + score time, 1 torch thread, "
+             f"{meta['machine']}. Settings differing from the proxies' defaults: {meta['settings']}."
+             + (f" Only the first {meta['limit']} rows of the file (CPU budget)." if meta.get("limit") else "")
+             + " Rows `name @size` are a proxy at a size that was not chosen.", "",
+             "| proxy | size | batch | seeds | KT reporting [CI] | SP reporting [CI] | top-10% reporting | "
+             "KT tuning | SP tuning | KT full | SP full | KT sd (seeds) | SP vs NASLib | s/arch |",
+             "| --- | --- | ---: | --- | --- | --- | --- | --- | --- | --- | --- | ---: | ---: | ---: |"]
+
+    def key(item):
+        r = item[1].get("reporting") or item[1].get("tuning")
+        return -(r["kendall"][0] if r and math.isfinite(r["kendall"][0]) else -2)
+
+    ours = [(p, e) for p, e in results.items() if not p.startswith("NASLib")]
+    ref = [(p, e) for p, e in results.items() if p.startswith("NASLib")]
+    for p, e in sorted(ours, key=key) + sorted(ref, key=key):
+        rep, tun, full = e.get("reporting"), e.get("tuning"), e.get("full")
+        size = e["size"]
+        if size in cfg["sizes"]:
+            size = ", ".join(f"{k}={v}" for k, v in cfg["sizes"][size].items())
+        sd = (rep or tun or {}).get("kendall_sd")
+        naslib_n = f" (n={e['spearman_vs_naslib_n']})" if e.get("spearman_vs_naslib_n") else ""
+
+        def num(d, k, j=0):
+            return "" if not d or d.get(k) is None else f"{(d[k][j] if j is not None else d[k]):.3f}"
+
+        lines.append(
+            f"| {p} | {size} | {e.get('batch', '')} | {','.join(map(str, e.get('seeds', []))) or '-'} | "
+            f"{fmt_ci(rep['kendall']) if rep else 'pending'} | {fmt_ci(rep['spearman']) if rep else ''} | "
+            f"{fmt_ci(rep['top10']) if rep else ''} | {num(tun, 'kendall')} | {num(tun, 'spearman')} | "
+            f"{num(full, 'kendall')} | {num(full, 'spearman')} | {'' if sd is None else f'{sd:.3f}'} | "
+            f"{num(e, 'spearman_vs_naslib', None)}{naslib_n} | {num(e, 'seconds', None)} |")
+    lines += ["", "## Network size, chosen on the tuning half", "",
+              f"Kendall tau on the first {meta['n_size']} tuning-half architectures (seed 0) and median "
+              f"s/arch for each candidate size; the chosen size has the higher tau among sizes costing at "
+              f"most {meta['max_seconds']} s/arch.", "",
+              "| proxy | " + " | ".join(f"KT / s {s}" for s in ("thin", "proxy", "bench")) + " | chosen |",
+              "| --- | --- | --- | --- | --- |"]
+    for p, d in decision.items():
+        cells = []
+        for s in ("thin", "proxy", "bench"):
+            c = d["candidates"].get(s)
+            cells.append("" if c is None else f"{c['kendall']:.3f} / {c['seconds']:.3f}")
+        lines.append(f"| {p} | " + " | ".join(cells) + f" | {d['chosen']}{'' if d['complete'] else ' (partial)'} |")
+    lines += ["", "Sizes: " + "; ".join(f"{k} = {v}" for k, v in cfg["sizes"].items()) + ".", ""]
+    notes = meta.get("notes")
+    if notes:
+        lines += [notes.rstrip(), ""]
+    return "\n".join(lines)
+
+
+def plot(space: str, results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = [(p, e) for p, e in results.items() if e.get("reporting") or e.get("tuning")]
+    items.sort(key=lambda it: (it[1].get("reporting") or it[1]["tuning"])["kendall"][0])
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(items) + 1.2))
+    y = np.arange(len(items))
+    for off, half, color in ((-0.18, "tuning", "tab:gray"), (0.18, "reporting", "tab:blue")):
+        vals = [(e.get(half) or {}).get("kendall") for _, e in items]
+        xs = [v[0] if v else np.nan for v in vals]
+        err = np.array([[v[0] - v[1], v[2] - v[0]] if v else [0, 0] for v in vals]).T
+        ax.errorbar(xs, y + off, xerr=err, fmt="o", ms=3, color=color, label=f"{half} half", capsize=2)
+    ax.set_yticks(y)
+    ax.set_yticklabels([p for p, _ in items], fontsize=7)
+    ax.axvline(0, color="k", lw=0.5)
+    ax.set_xlabel("Kendall tau vs accuracy (95% bootstrap CI)")
+    ax.set_title(f"{space}: zero-cost proxies on the dev set")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--space", choices=sorted(SPACES), required=True)
+    ap.add_argument("--phases", default="proxy,size,reporting,fill,seeds,report",
+                    help="comma-separated, in order: proxy (tuning half at proxy size, seed 0), size "
+                         "(other sizes on --n-size tuning archs), reporting (reporting half at the chosen "
+                         "size, seed 0), fill (the other rows at the chosen size), seeds (all rows, the "
+                         "other --seeds), report (tables only)")
+    ap.add_argument("--proxies", default=",".join(PROXIES))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="use the first LIMIT rows of the dev set (halves by row parity within them)")
+    ap.add_argument("--n-size", type=int, default=40)
+    ap.add_argument("--max-seconds", type=float, default=1.0)
+    ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--chunk", type=int, default=50)
+    ap.add_argument("--root", type=Path, default=REPO.parent)
+    ap.add_argument("--cache-dir", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(1)
+    space = args.space
+    cache_dir = args.cache_dir or REPO / "runs/bench_proxies" / space
+    out = args.out or REPO / "benchmarks/results" / f"proxies_{space}"
+    proxies = [p for p in args.proxies.split(",") if p]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    archs, truth, rows = read_rows(space, args.root)
+    if args.limit is not None:
+        archs, truth, rows = archs[: args.limit], truth[: args.limit], rows[: args.limit]
+    tuning = archs[0::2]
+    size_archs = tuning[: args.n_size]
+    images = Images(args.root / "shared/data/cifar10")
+
+    def log(msg: str) -> None:
+        print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+    def report() -> dict:
+        decision = size_decision(space, archs, truth, cache_dir, args.n_size, args.max_seconds)
+        results = summarise(space, archs, truth, rows, cache_dir, seeds, decision, args.n_boot)
+        meta = {"space": space, "n": len(archs), "n_boot": args.n_boot, "n_size": args.n_size,
+                "max_seconds": args.max_seconds, "seeds_available": seeds, "limit": args.limit,
+                "settings": SETTINGS,
+                # hand-written analysis kept next to the generated tables
+                "notes": (NOTES_DIR / f"proxies_{space}.md").read_text() if (NOTES_DIR / f"proxies_{space}.md").exists() else None, "torch": torch.__version__,
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared)"}
+        write_atomic(out / "summary.json", json.dumps({"meta": meta, "decision": decision,
+                                                       "results": results}, indent=1) + "\n")
+        write_atomic(out / "README.md", markdown(space, results, decision, meta))
+        plot(space, results, out / "kendall.png")
+        return decision
+
+    for phase in phases:
+        if phase == "proxy":
+            # the smallest candidate size (TE-NAS's thin network for linear_regions)
+            for p in proxies:
+                run_job(space, p, candidate_sizes(p)[0], 0, tuning, images, cache_dir, args.chunk, log)
+                report()
+        elif phase == "size":
+            for p in proxies:
+                for size in candidate_sizes(p):
+                    # a size that costs far more than the budget cannot be chosen: probe 3 archs first
+                    run_job(space, p, size, 0, size_archs[:3], images, cache_dir, args.chunk, log)
+                    probe = read_cache(cache_file(cache_dir, p, size, 0))
+                    secs = statistics.median(probe[a][1] for a in size_archs[:3])
+                    if secs > 3 * args.max_seconds:
+                        log(f"{space} {p} size={size}: {secs:.2f} s/arch, over 3x the budget: not scored further")
+                        continue
+                    run_job(space, p, size, 0, size_archs, images, cache_dir, args.chunk, log)
+                    report()
+        elif phase in ("reporting", "fill"):
+            # reporting: the held-out half at the chosen size; fill: the rest of the rows there
+            decision = report()
+            for p in proxies:
+                size = decision.get(p, {}).get("chosen", "proxy")
+                run_job(space, p, size, 0, archs[1::2] if phase == "reporting" else archs,
+                        images, cache_dir, args.chunk, log)
+                report()
+        elif phase == "seeds":
+            decision = report()
+            for s in seeds:
+                for p in proxies:
+                    size = decision.get(p, {}).get("chosen", "proxy")
+                    run_job(space, p, size, s, archs, images, cache_dir, args.chunk, log)
+                    report()
+        elif phase == "report":
+            report()
+        else:
+            raise SystemExit(f"unknown phase {phase!r}; valid: proxy, size, reporting, fill, seeds, report")
+    log("done")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
