@@ -106,18 +106,54 @@ def steps_for_budget(cfg: MetaTrainConfig, budget_s: float, probe_steps: tuple[i
     return steps
 
 
-def install(space: str, run_dir: Path, command: str) -> Path:
+def compare_on_validation(space: str, run_dir: Path, candidate: Path) -> dict:
+    """Held-out mean accuracy of ``candidate`` and of the GHN shipped now, on the run's
+    held-out architectures and validation images, at each of the run's evaluation sizes.
+
+    This is how a new GHN is chosen: never on test images or the dev sets' halves.
+    """
+    import torch
+
+    import ghnas.data
+    from ghnas.ghn import load_ghn
+    from ghnas.metatrain import MetaTrainConfig, _ArchPool, evaluate_ghn, size_label
+
+    cfg = MetaTrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    pool = _ArchPool(cfg)
+    data = ghnas.data.load(cfg.data, root=cfg.data_root, split="val", seed=cfg.seed)
+    data = data.subset(min(cfg.eval_images, len(data)), seed=cfg.seed)
+    out: dict = {}
+    ghns = {"candidate": load_ghn(str(candidate)), "shipped": load_ghn(f"ghnas-{space}-cifar10")}
+    for who, ghn in ghns.items():
+        out[who] = {size_label(e["build"]): evaluate_ghn(ghn, pool, pool.heldout, data, torch.device("cpu"),
+                                                         cfg.eval_batch, build_kwargs=e["build"])["acc_mean"]
+                    for e in cfg.eval_sizes}
+        out[who]["mean"] = sum(out[who].values()) / len(cfg.eval_sizes)
+    return out
+
+
+def install(space: str, run_dir: Path, command: str, force: bool = False) -> Path | None:
     """Copy the run's best GHN into ghnas/assets with a sidecar JSON describing it, and
-    draw the run's learning curve into benchmarks/results/ghn_<space>_curve.png."""
+    draw the run's learning curve into benchmarks/results/ghn_<space>_curve.png.
+
+    Only when it beats the GHN shipped now on validation (:func:`compare_on_validation`),
+    unless ``force``.
+    """
     name = f"ghnas-{space}-cifar10"
     hist = json.loads((run_dir / "history.json").read_text())
     cfg = json.loads((run_dir / "config.json").read_text())
+    src = run_dir / "ghn_best.pt"
+    cmp = compare_on_validation(space, run_dir, src)
+    print(json.dumps(cmp, indent=1))
+    if cmp["candidate"]["mean"] <= cmp["shipped"]["mean"] and not force:
+        print(f"not installed: {src} is no better on validation than the shipped {name}")
+        return None
     dst = REPO / "ghnas" / "assets" / f"{name}.pt"
-    shutil.copyfile(run_dir / "ghn_best.pt", dst)
+    shutil.copyfile(src, dst)
     best = max(hist["evals"], key=lambda e: e["acc_mean"])
     meta = {"name": name, "space": space, "build_kwargs": cfg["build_kwargs"], "config": cfg,
             "command": command, "steps_trained": hist["history"][-1]["step"],
-            "best_eval": best, "evals": hist["evals"]}
+            "best_eval": best, "validation_vs_previous": cmp, "evals": hist["evals"]}
     (dst.with_suffix(".json")).write_text(json.dumps(meta, indent=1) + "\n")
     curve = REPO / "benchmarks" / "results" / f"ghn_{space}_curve.png"
     plot_curve(hist["history"], hist["evals"], curve,
@@ -138,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget-s", type=float, default=None,
                     help="choose the number of steps that fits this many seconds (timed probe)")
     ap.add_argument("--install", action="store_true", help="copy the finished run into ghnas/assets")
+    ap.add_argument("--force", action="store_true", help="--install even if not better on validation")
     ap.add_argument("--export", action="store_true",
                     help=f"copy what a resume needs ({', '.join(RESUME_FILES)}) into "
                          "benchmarks/runs/ghn-<space>/, which git tracks")
@@ -156,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         cmd = f"python benchmarks/train_shipped_ghns.py --space {args.space} --data-root <CIFAR-10>"
         if cfg.get("workers"):  # trained with the GPU recipe
             cmd += f" --gpu --device cuda --steps {cfg['steps']}" + ("" if cfg["amp"] else " --no-amp")
-        print(install(args.space, out, cmd))
+        print(install(args.space, out, cmd, force=args.force))
         return
     if not (out / "state.pt").exists() and (committed / "state.pt").exists():
         # a new machine: continue the run committed to the repository
