@@ -41,10 +41,8 @@ def test_lr_schedule_drops():
     assert [lr_at(s, cfg) for s in (0, 49, 50, 89, 90, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
-def test_resume_is_exact(tmp_path, monkeypatch):
-    cfg = MetaTrainConfig(steps=4, ckpt_every=2, eval_every=0, **TINY)
-    straight = meta_train(tmp_path / "a", cfg, progress=False)
-    # the same run killed during step 3, after its step-2 checkpoint
+def killed_and_resumed(out, cfg, monkeypatch, kill_at: int):
+    """Run ``cfg`` into ``out``, die (KeyboardInterrupt) in step ``kill_at``, then resume."""
     import ghnas.metatrain as mt
 
     calls = {"n": 0}
@@ -52,15 +50,22 @@ def test_resume_is_exact(tmp_path, monkeypatch):
 
     def dying_step(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == kill_at:
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(mt, "meta_step", dying_step)
     with pytest.raises(KeyboardInterrupt):
-        meta_train(tmp_path / "b", cfg, progress=False)
+        meta_train(out, cfg, progress=False)
     monkeypatch.setattr(mt, "meta_step", real_step)
-    resumed = meta_train(tmp_path / "b", resume=True, progress=False)
+    return meta_train(out, resume=True, progress=False)
+
+
+def test_resume_is_exact(tmp_path, monkeypatch):
+    cfg = MetaTrainConfig(steps=4, ckpt_every=2, eval_every=0, **TINY)
+    straight = meta_train(tmp_path / "a", cfg, progress=False)
+    # the same run killed during step 3, after its step-2 checkpoint
+    resumed = killed_and_resumed(tmp_path / "b", cfg, monkeypatch, kill_at=3)
     assert resumed.step == straight.step == 4
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
     a, b = load_ghn(tmp_path / "a" / "ghn.pt"), load_ghn(tmp_path / "b" / "ghn.pt")

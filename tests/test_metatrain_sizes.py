@@ -13,6 +13,8 @@ from ghnas.graph import extract
 from ghnas.metatrain import (DEFAULT_SIZES, MetaTrainConfig, _ArchPool, _StepInputs, meta_step, meta_train,
                              resolve_sizes)
 
+from test_metatrain import killed_and_resumed  # noqa: E402
+
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 SIZES = "C=4,N=1@3;C=8,N=1@1"
@@ -79,22 +81,7 @@ def test_multi_size_step_lowers_the_loss_on_a_fixed_batch():
 def test_multi_size_run_resumes_exactly_and_reports_per_size(tmp_path, monkeypatch):
     cfg = MetaTrainConfig(steps=4, ckpt_every=2, eval_every=2, ema=0.9, **TINY)
     straight = meta_train(tmp_path / "a", cfg, progress=False)
-    import ghnas.metatrain as mt
-
-    calls = {"n": 0}
-    real_step = mt.meta_step
-
-    def dying_step(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(mt, "meta_step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        meta_train(tmp_path / "b", cfg, progress=False)
-    monkeypatch.setattr(mt, "meta_step", real_step)
-    resumed = meta_train(tmp_path / "b", resume=True, progress=False)
+    resumed = killed_and_resumed(tmp_path / "b", cfg, monkeypatch, kill_at=3)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
     assert [h["images"] for h in resumed.history] == [h["images"] for h in straight.history]
     a = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
