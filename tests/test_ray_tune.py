@@ -164,6 +164,32 @@ def test_stopper_against_earlier_trials():
     assert got == [i >= 3 and v < float(np.quantile(values[:i], 0.5)) for i, v in enumerate(values)]
 
 
+def _aggregate(archs):
+    from ghnas.proxies import rank_aggregate
+
+    cols = [score(archs, SPACE, m, data=None, build_kwargs=TINY, progress=False).scores for m in ("params", "flops")]
+    return rank_aggregate(cols, [True, True])
+
+
+def test_searcher_and_stopper_rank_an_aggregate_over_the_set_seen():
+    pool = SPACE.sample_many(8, seed=31, unique=True)
+    s = GHNSearcher(SPACE, pool=pool, proxy="params+flops", build_kwargs=TINY)
+    agg = _aggregate(pool)
+    order = sorted(range(8), key=lambda i: (-agg[i], i))
+    assert s.ranked() == [(SPACE.validate(pool[i]), pytest.approx(agg[i])) for i in order]
+    assert s.suggest("t0")["proxy_score"] == pytest.approx(agg[order[0]])
+    # the stopper: each trial ranked among the reference and the trials judged before it
+    reference, archs = pool[:6], SPACE.sample_many(4, seed=32, unique=True)
+    stopper = ProxyStopper(SPACE, "params+flops", quantile=0.5, reference=reference, build_kwargs=TINY)
+    got = [stopper(f"t{i}", {"config": {"arch": a}}) for i, a in enumerate(archs)]
+    expected = []
+    for i in range(len(archs)):
+        now = _aggregate(reference + archs[: i + 1])
+        expected.append(now[-1] < float(np.quantile(now[:len(reference)], 0.5)))
+    assert got == expected and 0 < sum(expected) < len(expected)
+    assert len(stopper.scorer.scored) == 10
+
+
 def test_warm_start_loads_the_ghn_once_per_process(random_ghn):
     import ghnas.integrations as gi
     from ghnas.ghn import load_ghn

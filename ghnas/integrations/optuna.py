@@ -225,6 +225,8 @@ class GHNProxyPruner(BasePruner):
             raise ValueError(f"trial {trial.number} has no architecture: call "
                              f"suggest_architecture(trial, space, name={self.name!r}) before "
                              "trial.should_prune()")
+        if self.scorer.is_aggregate:
+            self._reference(study, trial.number)  # the reference joins the set first: the trial ranks among it
         value = self._score_trial(study, trial, arch)
         return is_below(value, self.threshold(study, exclude=trial.number), self.scorer.higher_is_better)
 

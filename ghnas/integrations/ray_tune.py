@@ -330,6 +330,8 @@ class ProxyStopper(Stopper):
         if not isinstance(arch, str):
             raise ValueError(f"trial {trial_id} has no architecture string at config[{self.arch_key!r}]; "
                              f"set arch_key to where the trainable's config holds it")
+        if self._reference_archs is not None and self.scorer.is_aggregate:
+            self.scorer.scores(self._reference_archs)  # the reference joins the set first: the trial ranks among it
         value = self.scorer.score(arch)
         if self._reference_archs is not None:
             reference: list[float] | None = self.scorer.scores(self._reference_archs)
