@@ -25,8 +25,8 @@ Set-level aggregates. With an aggregate proxy (``'params+flops'``, ``'vote:...'`
 scoring side then also gives :class:`SearchState` a ``current`` function, and the
 strategies compare by the current values (:meth:`SearchState.scores`): evolution's
 tournaments rank the sampled members by their aggregate among all scored architectures
-at that moment, and TPE's study is rebuilt with the current values whenever they have
-changed before each proposal. :func:`ghnas.search` re-ranks the final table over the
+at that moment, and TPE's study is rebuilt with the current values before a proposal whenever
+they change which trials TPE counts as the good ones (all it reads of the values). :func:`ghnas.search` re-ranks the final table over the
 whole set.
 
 A new strategy subclasses :class:`Strategy` and registers itself::
@@ -381,7 +381,7 @@ class TPESearch(Strategy):
             if not state.dynamic or not told:
                 return study
             values = [finite(v) for v in state.scores([a for _, a in told])]
-            if values == told_values:
+            if _same_proposals(values, told_values, state.sign, sampler):
                 return study
             fresh = optuna.create_study(direction=direction, sampler=sampler)
             fresh.add_trials([optuna.trial.create_trial(params=p, distributions=dists, value=v)
@@ -423,6 +423,26 @@ class TPESearch(Strategy):
                 dupes = 0
         finally:
             optuna.logging.set_verbosity(old)
+
+
+def _order(values: Sequence[float], sign: float) -> list[int]:
+    """Trial positions best first, ties in trial order (how TPE sorts them)."""
+    return sorted(range(len(values)), key=lambda i: -sign * values[i])
+
+
+def _same_proposals(a: Sequence[float], b: Sequence[float], sign: float, sampler: Any) -> bool:
+    """Whether TPE proposes the same after trial values ``a`` as after ``b``.
+
+    Single-objective TPE sorts the trials by value (stably) and keeps only which
+    ``gamma(n)`` of them are the good ones (each group is then re-sorted by trial
+    number), so the same top set gives the same proposals. Without a readable ``gamma``:
+    the same order.
+    """
+    gamma = getattr(sampler, "_gamma", None)
+    if not callable(gamma):
+        return _order(a, sign) == _order(b, sign)
+    k = int(gamma(len(a)))
+    return set(_order(a, sign)[:k]) == set(_order(b, sign)[:k])
 
 
 #: the built-in strategies
