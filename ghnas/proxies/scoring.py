@@ -440,7 +440,8 @@ def score(
         fresh = {r.arch for r in table.rows if not r.cached}
         settings = table.settings
     else:
-        prox.identity(space_obj)  # as in _score_one: it may resolve a named GHN, which settings record
+        if not len(scored):  # as in _score_one: it may resolve a named GHN, which settings record
+            prox.identity(space_obj)
         settings = {"proxy": prox.settings(), **common}
         fresh = set()
     return set_table(scored, archs, keys, settings, _repeats(keys, [k not in fresh for k in keys]))
