@@ -191,8 +191,6 @@ def test_pruner_errors():
         trial.should_prune()
     with pytest.raises(ValueError, match="quantile"):
         GHNProxyPruner(SPACE, "params", quantile=2)
-    with pytest.raises(ValueError, match="ensemble"):
-        GHNProxyPruner(SPACE, "synflow+params")
     with pytest.raises(ValueError, match="only used by GHN proxies"):
         GHNProxyPruner(SPACE, "params", ghn="x.pt")
     with pytest.raises(TypeError, match="pool size"):
@@ -243,7 +241,7 @@ def test_queue_callback_runs_the_pool_best_first_and_records_scores():
     assert [t.user_attrs[SCORE_ATTR] for t in done] == [s for s, _ in ranked[:4]]
     assert all(t.user_attrs[KEY_ATTR] == pruner.scorer.key for t in done)
     # the pruner reused the recorded scores instead of scoring the trials again
-    assert set(pruner.scorer._memo) == set(pool)
+    assert set(pruner.scorer.scored.archs) == {SPACE.validate(a) for a in pool}
     # one more trial stays queued; architectures already tried are never queued again
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.user_attrs[ARCH_ATTR] for t in waiting] == [SPACE.validate(pool[ranked[4][1]])]
@@ -397,3 +395,54 @@ def test_example_runs_shortened(tmp_path, random_ghn):
     assert all(SCORE_ATTR in t.user_attrs for t in study.trials)
     result = json.loads(out.read_text())
     assert result["n_trials"] == 4 and result["n_pruned"] + result["n_complete"] == 4
+
+
+# --------------------------------------------------------------------------- aggregates (issue 11)
+
+
+def test_scorer_ranks_an_aggregate_over_every_architecture_seen(tmp_path):
+    from ghnas.proxies import rank_aggregate
+
+    archs = SPACE.sample_many(6, seed=21, unique=True)
+    cache = tmp_path / "c.jsonl"
+    scorer = ProxyScorer(SPACE, "params+flops", build_kwargs=TINY, cache=cache, device="cpu")
+    assert scorer.is_aggregate and scorer.higher_is_better
+    assert scorer.score(archs[0]) == 0.5  # alone in its set
+    first = [scorer.score(a) for a in archs[1:4]]  # each its rank at that moment
+    assert len(set(first)) > 1
+    p = score(archs, SPACE, "params", data=None, build_kwargs=TINY, progress=False).scores
+    f = score(archs, SPACE, "flops", data=None, build_kwargs=TINY, progress=False).scores
+    assert first[-1] == rank_aggregate([p[:4], f[:4]], [True, True])[3]
+    lines = len(cache.read_text().splitlines())
+    assert lines == 8  # each member scored each architecture once
+    now = scorer.scores(archs)  # the whole set seen, ranked together
+    assert now == pytest.approx(rank_aggregate([p, f], [True, True]))
+    assert len(cache.read_text().splitlines()) == 12
+    assert scorer.scores(archs[:2]) == now[:2]  # the set, not the call, is ranked
+    # another scorer with the same cache scores nothing again; a member added later scores alone
+    wider = ProxyScorer(SPACE, "params+flops+synflow", build_kwargs=TINY, cache=cache, device="cpu")
+    wider.scores(archs)
+    assert len(cache.read_text().splitlines()) == 12 + 6
+    assert wider.key != scorer.key
+
+
+def test_pruner_with_an_aggregate_compares_current_ranks():
+    from ghnas.proxies import rank_aggregate
+
+    reference = SPACE.sample_many(8, seed=22, unique=True)
+    trials = SPACE.sample_many(4, seed=23, unique=True)
+    pruner = GHNProxyPruner(SPACE, "params+flops", quantile=0.5, reference=reference, build_kwargs=TINY)
+    study = optuna.create_study(pruner=pruner)
+    run_archs(study, trials, objective_with_pruning)
+    every = reference + [SPACE.validate(a) for a in trials]
+    p = score(every, SPACE, "params", data=None, build_kwargs=TINY, progress=False).scores
+    f = score(every, SPACE, "flops", data=None, build_kwargs=TINY, progress=False).scores
+    for i, t in enumerate(study.trials):  # the rank when the trial was judged: reference + trials so far
+        n = len(reference) + i + 1
+        agg = rank_aggregate([p[:n], f[:n]], [True, True])
+        assert t.user_attrs[SCORE_ATTR] == pytest.approx(agg[-1])
+        pruned = t.state == optuna.trial.TrialState.PRUNED
+        assert pruned == (agg[-1] < float(np.quantile(agg[:len(reference)], 0.5)))
+    # the threshold now: the reference ranked among everything seen
+    final = rank_aggregate([p, f], [True, True])
+    assert pruner.threshold(study) == pytest.approx(float(np.quantile(final[:len(reference)], 0.5)))

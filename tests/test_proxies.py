@@ -474,6 +474,95 @@ def test_ensemble_through_score_and_names():
     assert len(direct) == 2
 
 
+# ----------------------------------------------------------------------------- set-level aggregation
+
+
+def _counting(name: str, base: str) -> tuple[type, list[str]]:
+    """A registered copy of proxy ``base`` that records every architecture it scores."""
+    calls: list[str] = []
+    parent = type(get_proxy(base))
+
+    class Counted(parent):  # type: ignore[misc, valid-type]
+        def score_archs(self, archs, *args, **kwargs):
+            calls.extend(archs)
+            return super().score_archs(archs, *args, **kwargs)
+
+    register_proxy(name, Counted, overwrite=True)
+    return Counted, calls
+
+
+def _cache_lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_members_are_cached_on_their_own(tmp_path):
+    from ghnas.proxies.ensemble import SetScores
+
+    _, p_calls = _counting("cnt_params", "params")
+    _, f_calls = _counting("cnt_flops", "flops")
+    archs = search_spaces.get("nb201").sample_many(6, seed=11, unique=True)
+    cache = tmp_path / "c.jsonl"
+    kw = dict(build_kwargs=TINY, progress=False, cache=cache, data=None)
+    alone = score(archs[:3], "nb201", "cnt_params", **kw)
+    assert len(p_calls) == 3
+    # the member's entries in the cache are the ones it gets alone: nothing rescored
+    first = score(archs[:3], "nb201", "cnt_params+cnt_flops", **kw)
+    assert len(p_calls) == 3 and len(f_calls) == 3
+    assert first.members["cnt_params"] == alone.scores and all(r.cached is False for r in first.rows)
+    # a member added later scores alone; a superset scores only what is new
+    table = score(archs, "nb201", "cnt_params+cnt_flops+synflow", **kw)
+    assert sorted(p_calls) == sorted(archs) and sorted(f_calls) == sorted(archs)
+    assert [r.cached for r in table.rows] == [False] * 6  # synflow was new for every one
+    assert len(_cache_lines(cache)) == 6 + 6 + 6
+    # the aggregate ranks the whole call, members aligned with the rows
+    cols = [table.members[m] for m in ("cnt_params", "cnt_flops", "synflow")]
+    assert table.scores == pytest.approx(rank_aggregate(cols, [True] * 3))
+    again = score(archs, "nb201", "cnt_params+cnt_flops+synflow", **kw)
+    assert again.scores == table.scores and all(r.cached for r in again.rows)
+    assert len(p_calls) == 6 and len(_cache_lines(cache)) == 18
+
+    # into=: pieces scored into one set give the whole-set aggregate, each member once
+    s = SetScores("cnt_params+cnt_flops")
+    p_calls.clear()
+    part = score(archs[:2], "nb201", "cnt_params+cnt_flops", build_kwargs=TINY, progress=False, data=None,
+                 into=s)
+    assert part.scores == rank_aggregate([part.members["cnt_params"], part.members["cnt_flops"]], [True, True])
+    rest = score(archs, "nb201", "cnt_params+cnt_flops", build_kwargs=TINY, progress=False, data=None, into=s)
+    assert len(p_calls) == 6 and [r.cached for r in rest.rows] == [True, True] + [False] * 4
+    whole = score(archs, "nb201", "params+flops", build_kwargs=TINY, progress=False, data=None)
+    assert rest.scores == whole.scores and s.aggregate(archs) == whole.scores
+    with pytest.raises(ValueError, match="other settings"):
+        score(archs, "nb201", "cnt_params+cnt_flops", build_kwargs={"C": 8, "N": 1}, progress=False,
+              data=None, into=s)
+    with pytest.raises(ValueError, match="not of 'vote:params,flops'"):
+        score(archs, "nb201", "params+flops", build_kwargs=TINY, progress=False, data=None, into=s)
+
+
+def test_set_scores_ranks_the_whole_set_and_log_rank():
+    from ghnas.proxies.az_nas import log_rank_aggregate
+    from ghnas.proxies.ensemble import SetScores
+
+    s = SetScores("vote:params,flops")
+    s.add("params", ["a", "b", "c"], [1.0, 2.0, 3.0])
+    s.add("flops", ["a", "b"], [2.0, 1.0])
+    assert s.archs == ["a", "b"] and "c" not in s and s.missing("flops", ["c", "a", "c"]) == ["c"]
+    with pytest.raises(KeyError, match="not scored by every member"):
+        s.aggregate(["c"])
+    s.add("flops", ["c"], [0.0])
+    assert s.aggregate() == pytest.approx(rank_aggregate([[1, 2, 3], [2, 1, 0]], [True, True]))
+    assert s.ranked()[0][0] in ("a", "b", "c") and len(s.ranked()) == 3
+    with pytest.raises(ValueError, match="not a member"):
+        s.add("synflow", ["a"], [1.0])
+    az = SetScores("az_nas")
+    rng = np.random.default_rng(0)
+    for m in az.names:
+        az.add(m, list("wxyz"), rng.normal(size=4).tolist())
+    assert az.aggregate() == pytest.approx(log_rank_aggregate([az.column(m) for m in az.names], [True] * 4))
+    single = SetScores("params")
+    single.add("params", ["a"], [0.25])
+    assert single.aggregate() == [0.25] and not single.is_aggregate
+
+
 # ----------------------------------------------------------------------------- NASLib agreement
 
 

@@ -113,7 +113,7 @@ def test_searcher_save_restore_continues_without_rescoring(tmp_path):
                         score_key=None)
     fresh.set_search_properties("acc", "max", space)
     fresh.restore(str(path))
-    assert fresh.scorer._memo == {}  # the ranking came from the state, not from scoring
+    assert len(fresh.scorer.scored) == 0  # the ranking came from the state, not from scoring
     assert [fresh.suggest(f"t{i}") for i in range(3, 6)] == rest
     fresh.on_trial_complete("t1", {"acc": 0.7})  # a trial that was running at save time
     assert fresh.results[order[1]]["metric"] == 0.7 and fresh.results[order[0]]["metric"] == 0.3
@@ -129,15 +129,13 @@ def test_searcher_accepts_a_scored_table_and_rejects_bad_input():
     table = score(pool + pool[:1], SPACE, "params", data=None, build_kwargs=TINY, progress=False)
     s = GHNSearcher(SPACE, pool=table, proxy="params", build_kwargs=TINY)
     assert [a for a, _ in s.ranked()] == ranking(pool)[0]  # duplicates dropped
-    assert s.scorer._memo == {}
+    assert len(s.scorer.scored) == 0
     with pytest.raises(ValueError, match="grid_search"):
         s.set_search_properties(None, None, {"lr": tune.grid_search([0.1, 0.01])})
     with pytest.raises(TypeError, match="pool size"):
         GHNSearcher(SPACE, pool="abc", proxy="params")
     with pytest.raises(ValueError, match="pool size"):
         GHNSearcher(SPACE, pool=0, proxy="params")
-    with pytest.raises(ValueError, match="ensemble"):
-        GHNSearcher(SPACE, pool=4, proxy="synflow+params")
 
 
 def test_stopper_stops_low_ranked_architectures_at_their_first_result():
@@ -164,6 +162,32 @@ def test_stopper_against_earlier_trials():
     stopper = ProxyStopper(scorer=scorer, quantile=0.5, n_startup_trials=3, arch_key="net/arch")
     got = [stopper(f"t{i}", {"config": {"net": {"arch": a}}}) for i, a in enumerate(archs)]
     assert got == [i >= 3 and v < float(np.quantile(values[:i], 0.5)) for i, v in enumerate(values)]
+
+
+def _aggregate(archs):
+    from ghnas.proxies import rank_aggregate
+
+    cols = [score(archs, SPACE, m, data=None, build_kwargs=TINY, progress=False).scores for m in ("params", "flops")]
+    return rank_aggregate(cols, [True, True])
+
+
+def test_searcher_and_stopper_rank_an_aggregate_over_the_set_seen():
+    pool = SPACE.sample_many(8, seed=31, unique=True)
+    s = GHNSearcher(SPACE, pool=pool, proxy="params+flops", build_kwargs=TINY)
+    agg = _aggregate(pool)
+    order = sorted(range(8), key=lambda i: (-agg[i], i))
+    assert s.ranked() == [(SPACE.validate(pool[i]), pytest.approx(agg[i])) for i in order]
+    assert s.suggest("t0")["proxy_score"] == pytest.approx(agg[order[0]])
+    # the stopper: each trial ranked among the reference and the trials judged before it
+    reference, archs = pool[:6], SPACE.sample_many(4, seed=32, unique=True)
+    stopper = ProxyStopper(SPACE, "params+flops", quantile=0.5, reference=reference, build_kwargs=TINY)
+    got = [stopper(f"t{i}", {"config": {"arch": a}}) for i, a in enumerate(archs)]
+    expected = []
+    for i in range(len(archs)):
+        now = _aggregate(reference + archs[: i + 1])
+        expected.append(now[-1] < float(np.quantile(now[:len(reference)], 0.5)))
+    assert got == expected and 0 < sum(expected) < len(expected)
+    assert len(stopper.scorer.scored) == 10
 
 
 def test_warm_start_loads_the_ghn_once_per_process(random_ghn):

@@ -267,3 +267,118 @@ def test_cli_reports_a_bug_with_its_traceback(capsys, monkeypatch):
     assert "internal error" in capsys.readouterr().err
     code, _, err = run(capsys, "search", "--proxy", "params", "--device", "warp9", "--budget", 2)
     assert code == 2 and "bad --device 'warp9'" in err
+
+
+# ----------------------------------------------------------------------------- set-level aggregates (issue 11)
+AGG = "params+flops"
+
+
+def _recording(monkeypatch) -> list[tuple[list[str], list[float]]]:
+    """Every (archs, values) a strategy got back from SearchState.evaluate."""
+    seen: list[tuple[list[str], list[float]]] = []
+    original = SearchState.evaluate
+
+    def evaluate(self, archs):
+        values = original(self, archs)
+        seen.append((list(archs)[: len(values)], list(values)))
+        return values
+
+    monkeypatch.setattr(SearchState, "evaluate", evaluate)
+    return seen
+
+
+_MEMBER_SCORES: dict[str, tuple[float, float]] = {}
+
+
+def _whole_set(archs: list[str]) -> dict[str, float]:
+    """The aggregate of ``archs`` ranked as one set: rank_aggregate of the members' own scores."""
+    from ghnas.proxies import rank_aggregate, score
+
+    new = [a for a in archs if a not in _MEMBER_SCORES]
+    if new:
+        p, f = (score(new, "nb201", m, data=None, build_kwargs=TINY, progress=False, device="cpu").scores
+                for m in ("params", "flops"))
+        _MEMBER_SCORES.update(zip(new, zip(p, f)))
+    cols = [[_MEMBER_SCORES[a][i] for a in archs] for i in (0, 1)]
+    return dict(zip(archs, rank_aggregate(cols, [True, True])))
+
+
+@pytest.mark.parametrize("strategy, options", [("random", {"chunk": 4}),
+                                               ("evolution", {"population": 4, "sample_size": 3, "chunk": 4}),
+                                               ("tpe", {"n_startup_trials": 4})])
+def test_strategies_rank_an_aggregate_over_everything_scored(monkeypatch, strategy, options):
+    calls = _recording(monkeypatch)
+    r = search("nb201", budget=12, proxy=AGG, strategy=strategy, build_kwargs=TINY, progress=False,
+               device="cpu", **options)
+    order = [a for a, _ in sum(([(a, v) for a, v in zip(*c)] for c in calls), [])]
+    assert len(order) == 12
+    # each value a strategy saw is the rank among everything scored up to then
+    done: list[str] = []
+    for archs, values in calls:
+        done += archs
+        now = _whole_set(done)
+        assert values == pytest.approx([now[a] for a in archs])
+    singles = [v[0] for a, v in calls if len(a) == 1]
+    if strategy != "random":  # children are scored one at a time: they must not all tie at 0.5
+        assert len(singles) >= 4 and len(set(singles)) > 1
+    # the final table: re-ranked over the whole set, best first, members kept
+    final = _whole_set(order)
+    assert [c.score for c in r.table] == pytest.approx(sorted(final.values(), reverse=True))
+    assert {c.arch: c.score for c in r.table} == pytest.approx(final)
+    assert r.best_arch == max(final, key=lambda a: (final[a], -order.index(a)))
+    assert all(set(c.members) == {"params", "flops"} for c in r.table)
+    assert r.history[-1] == r.best_score and r.history == sorted(r.history)
+
+
+def test_strategies_compare_by_the_current_scores():
+    """With ``current`` the strategy ranks by the values now, not by those at evaluation:
+    a scorer that reports 0 when asked and the truth afterwards runs the same search as
+    one that reports the truth at once."""
+    truth = {}
+
+    def value(a):
+        return truth.setdefault(NB.hash(a), float(NB.encode(a)[0] * 10 + NB.encode(a)[3]))
+
+    for strategy, options in (("evolution", {"population": 4, "sample_size": 3}), ("tpe", {"n_startup_trials": 3})):
+        plain = run_strategy(strategy, NB, 14, lambda archs: [value(a) for a in archs], seed=3, **options)
+        late = run_strategy(strategy, NB, 14, lambda archs: [0.0] * len(archs), seed=3,
+                            current=lambda archs: [value(a) for a in archs], **options)
+        assert [a for a, _ in late] == [a for a, _ in plain], strategy
+        assert [v for _, v in late] == [v for _, v in plain]  # the log holds the values now
+        blind = run_strategy(strategy, NB, 14, lambda archs: [0.0] * len(archs), seed=3, **options)
+        assert [a for a, _ in blind] != [a for a, _ in plain], strategy
+
+
+def test_an_aggregate_search_resumes_from_its_members_cache(tmp_path, monkeypatch):
+    r1 = search("nb201", budget=8, proxy=AGG, strategy="evolution", population=4, build_kwargs=TINY,
+                progress=False, device="cpu", out_dir=tmp_path / "s")
+    lines = (tmp_path / "s" / "scores.jsonl").read_text().splitlines()
+    assert len(lines) == 16  # one entry per member and architecture
+    from ghnas.proxies import Proxy
+
+    def no_scoring(*a, **k):
+        raise AssertionError("a resumed search scored again")
+
+    monkeypatch.setattr(Proxy, "score_archs", no_scoring)
+    r2 = search("nb201", budget=8, proxy=AGG, strategy="evolution", population=4, build_kwargs=TINY,
+                progress=False, device="cpu", out_dir=tmp_path / "s")
+    assert [(c.arch, c.score) for c in r2.table] == [(c.arch, c.score) for c in r1.table]
+    assert all(c.cached for c in r2.table)
+
+
+def test_cli_correlate_ranks_an_aggregate_over_the_whole_truth_set(capsys, tmp_path):
+    import csv
+
+    from ghnas.proxies import rank_aggregate
+
+    archs = NB.sample_many(8, seed=4, unique=True)
+    truth = tmp_path / "truth.csv"
+    truth.write_text("arch,test_acc\n" + "\n".join(f"{a},{80 + i}" for i, a in enumerate(archs)) + "\n")
+    code, out, err = run(capsys, "correlate", "--truth", truth, "--proxies", "params,flops,params+flops",
+                         "--build", "C=4,N=1", "--n-boot", 10, "--out", tmp_path / "c", "-q", "--device", "cpu")
+    assert code == 0, err
+    rows = list(csv.DictReader(open(tmp_path / "c" / "scores.csv")))
+    cols = [[float(r[m]) for r in rows] for m in ("params", "flops")]
+    assert [float(r["params+flops"]) for r in rows] == pytest.approx(rank_aggregate(cols, [True, True]))
+    entries = (tmp_path / "c" / "scores.jsonl").read_text().splitlines()
+    assert len(entries) == 16  # the aggregate reused the members' scores: nothing scored twice

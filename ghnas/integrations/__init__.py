@@ -11,7 +11,9 @@ Neither Optuna nor Ray is imported by ``import ghnas`` or by this package; only 
 submodules import them. What both share lives here: :class:`ProxyScorer`, which scores
 architectures one at a time (as trials arrive) through :func:`ghnas.proxies.score`, so
 the values are the same as a batch scoring run with the same settings, and reuse its
-cache file.
+cache file. It keeps the member scores of every architecture it has seen in one
+:class:`~ghnas.proxies.ensemble.SetScores`, so an aggregate proxy (``'params+flops'``,
+``'az_nas'``, ...) is ranked over that whole set.
 
 Example::
 
@@ -54,10 +56,10 @@ class ProxyScorer:
 
     Args:
         space: a space name (``'nb201'``, ``'darts'``) or a search space object.
-        proxy: a proxy name or :class:`~ghnas.proxies.Proxy` instance; ensembles are
-            refused, since they rank a whole set and cannot score one architecture.
-        ghn: only with ``proxy='ghn'``: the GHN (name, checkpoint path or ``GHN2``);
-            ``None`` means the GHN shipped for the space.
+        proxy: a proxy name or :class:`~ghnas.proxies.Proxy` instance, or an aggregate
+            (``'params+flops'``, ``'vote:ghn,synflow'``, ``'az_nas'``): see below.
+        ghn: for GHN proxies (also inside an aggregate): the GHN (name, checkpoint path
+            or ``GHN2``); ``None`` means the GHN shipped for the space.
         data, seed, batch_size, cache, device: as in :func:`ghnas.proxies.score`. The
             data batch is loaded once, on first use.
         build_kwargs: network size; ``None`` uses :func:`default_build_kwargs`.
@@ -68,6 +70,14 @@ class ProxyScorer:
     Scores are the values :func:`ghnas.proxies.score` returns for the same settings
     (NaN already mapped to the worst value), so a pool scored offline with the same
     ``cache`` file is reused here without recomputation.
+
+    Aggregates: the scorer keeps each member's score of every architecture it has seen
+    (:attr:`scored`, a :class:`~ghnas.proxies.ensemble.SetScores`) and reports the
+    aggregate rank over that whole set; a member never scores an architecture twice. The
+    value of an architecture therefore changes as more are seen: a value reported to
+    Optuna or Ray (a trial attribute, a config entry, a stopping decision) is the rank at
+    that moment, among the architectures seen by then. Single proxies are unaffected:
+    their scores never change.
     """
 
     def __init__(self, space: Any = "nb201", proxy: Any = "ghn", *, ghn: Any = None,
@@ -75,22 +85,18 @@ class ProxyScorer:
                  batch_size: int | None = None, cache: str | os.PathLike | None = None,
                  device: Any = None):
         from ghnas.proxies import get_proxy
-        from ghnas.proxies.ensemble import Ensemble
         from ghnas.proxies.scoring import _resolve_space
 
         self.space = _resolve_space(space)
         self.proxy = get_proxy(proxy)
         if ghn is not None:
             self.proxy.use_ghn(ghn)  # an error for a proxy that uses no GHN
-        if isinstance(self.proxy, Ensemble):
-            raise ValueError(f"proxy {self.proxy.label!r} is an ensemble, which ranks a whole set of "
-                             "architectures and cannot score them one at a time; use one proxy "
-                             f"(e.g. {self.proxy.members[0].name!r})")
         self.data = data
         name = getattr(self.space, "name", "")
         # a GHN checkpoint may record the network size it was trained at
-        ref = getattr(self.proxy, "ghn_ref", None)
-        if self.proxy.needs_ghn and ref is None:
+        ghn_members = [m for m in getattr(self.proxy, "members", [self.proxy]) if m.needs_ghn]
+        ref = getattr(ghn_members[0], "ghn_ref", None) if ghn_members else None
+        if ghn_members and ref is None:
             from ghnas.ghn import GHNRef
 
             ref = GHNRef.default(name)
@@ -102,12 +108,20 @@ class ProxyScorer:
         self.device = device
         self._batches: Any = None
         self._loaded = False
-        self._memo: dict[str, float] = {}
+        from ghnas.proxies.ensemble import SetScores
+
+        #: the member scores of every architecture seen (canonical strings)
+        self.scored = SetScores(self.proxy)
         self._key: str | None = None
 
     @property
     def higher_is_better(self) -> bool:
-        return bool(self.proxy.higher_is_better)
+        return self.scored.higher_is_better
+
+    @property
+    def is_aggregate(self) -> bool:
+        """Whether scores are ranks over the set seen so far (an aggregate proxy)."""
+        return self.scored.is_aggregate
 
     def _device(self):
         from ghnas._util import default_device
@@ -126,30 +140,35 @@ class ProxyScorer:
         return self._batches
 
     def table(self, archs: Sequence[str], progress: bool = False):
-        """Score ``archs`` (memoised); returns the :class:`~ghnas.proxies.ScoreTable`."""
-        from ghnas.proxies import ScoreRow, ScoreTable, score
+        """Score ``archs`` (each member only once per architecture); returns the
+        :class:`~ghnas.proxies.ScoreTable`, for an aggregate ranked over every
+        architecture seen so far."""
+        from ghnas.proxies import score
 
-        archs = list(archs)
-        todo = [a for a in dict.fromkeys(archs) if a not in self._memo]
-        if todo or self._key is None:
-            tab = score(todo, self.space, self.proxy, self._data(), self.seed, self.batch_size,
-                        self.build_kwargs, progress, cache=self.cache, device=self._device())
-            self._memo.update(zip(tab.archs, tab.scores))
-            if self._key is None:
-                self._key = _settings_key(tab.proxy, tab.settings)
-            self._settings = (tab.proxy, tab.settings)
-        label, settings = self._settings
-        return ScoreTable(proxy=label, higher_is_better=self.higher_is_better,
-                          rows=[ScoreRow(a, self._memo[a], 0.0, True) for a in archs],
-                          settings=settings)
+        tab = score(list(archs), self.space, self.proxy, self._data(), self.seed, self.batch_size,
+                    self.build_kwargs, progress, cache=self.cache, device=self._device(), into=self.scored)
+        if self._key is None:
+            self._key = _settings_key(tab.proxy, tab.settings)
+        return tab
 
     def scores(self, archs: Sequence[str], progress: bool = False) -> list[float]:
-        """Proxy scores of ``archs`` in order (memoised)."""
+        """Proxy scores of ``archs`` in order (an aggregate: their ranks now, over the set seen)."""
         return self.table(archs, progress).scores
 
     def score(self, arch: str) -> float:
-        """The proxy score of one architecture (memoised)."""
+        """The proxy score of one architecture (an aggregate: its rank now, over the set seen)."""
         return self.scores([arch])[0]
+
+    def add_table(self, table: Any) -> None:
+        """Take the scores of a :class:`~ghnas.proxies.ScoreTable` computed elsewhere with
+        the same settings (e.g. by ``score_distributed``) into the set, member by member."""
+        keys = [self.space.validate(a) for a in table.archs]
+        columns = table.members if self.is_aggregate else {self.scored.names[0]: table.scores}
+        lacking = [n for n in self.scored.names if n not in columns]
+        if lacking:
+            raise ValueError(f"the table has no scores of member(s) {lacking} of {self.scored.label!r}")
+        for n in self.scored.names:
+            self.scored.add(n, keys, columns[n], [r.seconds for r in table.rows])
 
     @property
     def key(self) -> str:

@@ -17,6 +17,12 @@ Three pieces, each on one of Optuna's own extension points:
   that keeps the best-scored architectures of a pre-scored pool queued as trials
   (``study.enqueue_trial``), each with its proxy score as a user attribute.
 
+Aggregate proxies (``'params+flops'``, ``'vote:ghn,synflow'``, ``'az_nas'``) rank an
+architecture among every architecture the :class:`~ghnas.integrations.ProxyScorer` has
+seen (the reference pool and the trials so far): the score recorded on a trial is its
+rank at the moment the trial was scored, and the pruner compares with the current
+aggregate of the reference, not with the ranks other trials were given earlier.
+
 Everything the integration stores is in trial and study user attributes, so it works
 with any storage: several worker processes can share one study through RDB storage
 (SQLite, PostgreSQL, ...), and a study resumed after a crash keeps its proxy scores.
@@ -161,7 +167,10 @@ class GHNProxyPruner(BasePruner):
 
     Args:
         space: the search space (name or object) the architectures belong to.
-        proxy: proxy name or instance (default: the GHN proxy).
+        proxy: proxy name or instance (default: the GHN proxy), or an aggregate such as
+            ``'ghn+synflow'``: its value is the rank over the architectures seen so far
+            (the reference and the study's trials), so the :data:`SCORE_ATTR` of a trial
+            is its rank at the moment it was pruned or kept.
         quantile: the fraction of the reference to prune below; ``0.5`` prunes the
             architectures that score below the reference median, ``0.9`` keeps the top
             10 %. Ties with the threshold are kept.
@@ -216,6 +225,8 @@ class GHNProxyPruner(BasePruner):
             raise ValueError(f"trial {trial.number} has no architecture: call "
                              f"suggest_architecture(trial, space, name={self.name!r}) before "
                              "trial.should_prune()")
+        if self.scorer.is_aggregate:
+            self._reference(study, trial.number)  # the reference joins the set first: the trial ranks among it
         value = self._score_trial(study, trial, arch)
         return is_below(value, self.threshold(study, exclude=trial.number), self.scorer.higher_is_better)
 
@@ -250,8 +261,16 @@ class GHNProxyPruner(BasePruner):
     def _reference(self, study: optuna.study.Study, exclude: int | None) -> list[float] | None:
         key = self.scorer.key
         if self._reference_archs is None:
+            if self.scorer.is_aggregate:
+                # ranks of the other trials now (their stored values are ranks of earlier moments)
+                archs = [architecture_of(t, self.scorer.space, self.name) for t in study.get_trials(deepcopy=False)
+                         if t.number != exclude and t.user_attrs.get(KEY_ATTR) == key]
+                archs = [a for a in archs if a is not None]
+                return self.scorer.scores(archs) if len(archs) >= max(1, self.n_startup_trials) else None
             scores = [v for n, v in proxy_scores(study, key).items() if n != exclude]
             return scores if len(scores) >= max(1, self.n_startup_trials) else None
+        if self.scorer.is_aggregate:  # the pool's ranks change as trials join the set
+            return self.scorer.scores(self._reference_archs)
         if self._reference_scores is None:
             stored = study.user_attrs.get(_REFERENCE_ATTR)
             if (isinstance(stored, dict) and stored.get("key") == key
@@ -287,7 +306,8 @@ class ProxyQueueCallback:
         pool: the candidates: a number of distinct architectures sampled with
             ``pool_seed``, or a list of architecture strings.
         proxy, ghn, data, build_kwargs, seed, batch_size, cache, device: as for
-            :class:`GHNProxyPruner`.
+            :class:`GHNProxyPruner` (an aggregate ranks the pool as one set; the score
+            queued with a trial is its rank then).
         n_queued: waiting trials to keep queued (with several workers, about one each).
         name: the parameter prefix given to :func:`suggest_architecture`.
 

@@ -3,7 +3,8 @@
 Needs the optional extra: ``pip install "ghnas[ray]"``.
 
 * :class:`GHNSearcher`, a Ray Tune ``Searcher``: scores a pool of architectures with the
-  (GHN) proxy once, then proposes them best-first as ``config['arch']``, together with
+  (GHN) proxy once (an aggregate such as ``'ghn+synflow'`` is ranked over the whole pool,
+  and the ``proxy_score`` a config carries is that rank), then proposes them best-first as ``config['arch']``, together with
   the other hyperparameters of the ``param_space`` (sampled). Its state is saved with
   the experiment, so ``Tuner.restore`` continues the ranking where it stopped without
   scoring again.
@@ -237,7 +238,9 @@ class GHNSearcher(Searcher):
                 table = score_distributed(self.pool, s.space, s.proxy, s._data(), s.seed, s.batch_size,
                                           s.build_kwargs, progress=False, cache=s.cache, device=s.device,
                                           num_workers=self.num_workers)
-                s._memo.update(zip(table.archs, table.scores))
+                s.add_table(table)
+                if s.is_aggregate:  # ranked over everything the scorer has seen
+                    table = s.table(self.pool)
             elif table is None:
                 table = self.scorer.table(self.pool)
             seen: set[str] = set()
@@ -288,6 +291,10 @@ class ProxyStopper(Stopper):
             (nothing is stopped before ``n_startup_trials`` of them); an int: a pool of
             that many architectures sampled with ``reference_seed``; a list: those.
         arch_key: where the architecture is in the trial's config.
+
+    With an aggregate proxy (``'params+flops'``, ``'az_nas'``) a trial's value is its rank
+    among every architecture the scorer has seen when the trial is judged, and it is
+    compared with the reference's (or the judged trials') ranks at that same moment.
     """
 
     def __init__(self, space: Any = "nb201", proxy: Any = "ghn", *, scorer: ProxyScorer | None = None,
@@ -313,6 +320,7 @@ class ProxyStopper(Stopper):
             raise TypeError(f"reference must be None, a pool size or a non-empty list of architectures, "
                             f"got {reference!r}")
         self._judged: dict[str, float] = {}
+        self._judged_archs: dict[str, str] = {}
         self.stopped: list[str] = []  # trial ids stopped by the proxy
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
@@ -322,14 +330,19 @@ class ProxyStopper(Stopper):
         if not isinstance(arch, str):
             raise ValueError(f"trial {trial_id} has no architecture string at config[{self.arch_key!r}]; "
                              f"set arch_key to where the trainable's config holds it")
+        if self._reference_archs is not None and self.scorer.is_aggregate:
+            self.scorer.scores(self._reference_archs)  # the reference joins the set first: the trial ranks among it
         value = self.scorer.score(arch)
         if self._reference_archs is not None:
             reference: list[float] | None = self.scorer.scores(self._reference_archs)
         else:
-            reference = list(self._judged.values())
+            # an aggregate re-ranks the judged trials now; a single proxy's scores never change
+            reference = (self.scorer.scores(list(self._judged_archs.values())) if self.scorer.is_aggregate
+                         else list(self._judged.values()))
             if len(reference) < max(1, self.n_startup_trials):
                 reference = None
         self._judged[trial_id] = value
+        self._judged_archs[trial_id] = arch
         threshold = None if reference is None else quantile_threshold(reference, self.quantile,
                                                                       self.scorer.higher_is_better)
         stop = is_below(value, threshold, self.scorer.higher_is_better)

@@ -13,7 +13,9 @@ Everything goes through one function, :func:`score`, and one registry::
 Baselines (one module per family): ``synflow`` (:mod:`.synflow`), ``naswot`` and
 ``jacob_cov`` (:mod:`.naswot`), ``snip`` (:mod:`.snip`), ``grad_norm``
 (:mod:`.grad_norm`), ``grasp`` (:mod:`.grasp`), ``fisher`` (:mod:`.fisher`),
-``params`` and ``flops`` (:mod:`.size`); rank ensembles in :mod:`.ensemble`. Post-2021: ``meco`` (:mod:`.meco`), ``zico``
+``params`` and ``flops`` (:mod:`.size`); rank ensembles in :mod:`.ensemble`, where
+:class:`SetScores` ranks an aggregate over every architecture scored so far (the set
+that :func:`score` with ``into=``, the searches and the integrations rank over). Post-2021: ``meco`` (:mod:`.meco`), ``zico``
 (:mod:`.zico`), ``swap`` (:mod:`.swap`), AZ-NAS's ``az_expressivity``,
 ``az_progressivity``, ``az_trainability``, ``az_complexity`` and their log-rank aggregate
 ``az_nas`` (:mod:`.az_nas`), TE-NAS's ``ntk_cond``, ``linear_regions`` and ``te_nas``
@@ -29,7 +31,7 @@ from .scoring import ScoreRow, ScoreTable, load_batches, score
 
 # importing the baseline modules registers them
 from . import size, synflow, naswot, snip, grad_norm, grasp, fisher  # noqa: E402,F401
-from .ensemble import Ensemble, rank_aggregate  # noqa: E402
+from .ensemble import Ensemble, SetScores, rank_aggregate  # noqa: E402
 # post-2021 proxies (one module per family); az_nas and te_nas are set-level ensembles
 from . import l2_norm, plain, epe_nas, meco, zico, swap, az_nas, te_nas, zen  # noqa: E402,F401
 
@@ -44,5 +46,6 @@ __all__ = [
     "ScoreRow",
     "load_batches",
     "Ensemble",
+    "SetScores",
     "rank_aggregate",
 ]

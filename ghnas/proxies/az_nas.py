@@ -18,8 +18,9 @@ With ``f_0, ..., f_L`` the block outputs on a batch of Gaussian inputs:
 
 The AZ-NAS score is ``sum_m log(rank_m / n)``, ``rank_m`` in 1..n the ascending rank of
 the architecture under proxy ``m`` among the ``n`` scored together: a set-level aggregate,
-registered as the ensemble ``'az_nas'`` (it ranks within one call of
-:func:`ghnas.proxies.score`).
+registered as the ensemble ``'az_nas'``: it ranks over the architectures of one call of
+:func:`ghnas.proxies.score`, or over everything scored so far in a search or an
+integration (:class:`~ghnas.proxies.ensemble.SetScores`).
 
 Facts matched to the authors' code (cvlab-yonsei/AZ-NAS, NAS-Bench-201 ``tss`` scripts and
 ``ZeroShotProxy/compute_az_nas_score.py``): Gaussian inputs (AZ-NAS is not among their

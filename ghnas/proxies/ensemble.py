@@ -12,7 +12,14 @@ and the ensemble score is
 
 Both give the same order; they differ only in scale. Because ranks depend on the whole
 set, an ensemble scores sets of architectures (:meth:`Ensemble.score_archs`, or
-:func:`ghnas.proxies.score`), not single networks. Example::
+:func:`ghnas.proxies.score`), not single networks.
+
+:class:`SetScores` is the one home of set-level aggregation: it keeps each member's score
+of every architecture scored so far (a column per member) and computes the aggregate over
+that whole set. :func:`ghnas.proxies.score` (``into=``), the search strategies and the
+Optuna / Ray integrations all rank through it, so an aggregate means the same everywhere:
+the rank of an architecture among *everything* scored so far, not within one call or one
+chunk. Example::
 
     >>> rank_aggregate([[1.0, 3.0, 2.0], [30.0, 10.0, 20.0]], [True, True])
     [0.5, 0.5, 0.5]
@@ -31,7 +38,7 @@ from scipy.stats import rankdata
 
 from .base import Batch, Proxy, ResultCallback, get_proxy, register_proxy
 
-__all__ = ["Ensemble", "rank_aggregate", "METHODS"]
+__all__ = ["Ensemble", "SetScores", "rank_aggregate", "METHODS"]
 
 METHODS = ("mean", "borda")
 
@@ -138,3 +145,135 @@ class Ensemble(Proxy):
             for i, v in enumerate(values):
                 callback(i, v, math.nan)
         return values
+
+
+def proxy_label(p: Proxy) -> str:
+    """The name a proxy's scores are filed under (its label for an ensemble)."""
+    return getattr(p, "label", None) or p.name or type(p).__name__
+
+
+class SetScores:
+    """Every architecture scored so far with ``proxy``: each member's score kept on its own
+    (one column per member), and the aggregate over the whole set.
+
+    For a single proxy the "aggregate" is its own score (a single proxy needs no set).
+    For an :class:`Ensemble` (``'vote:a,b'``, ``'a+b'``, ``'az_nas'``, ...) it is the
+    ensemble's rank aggregate over every architecture that all members have scored, so
+    the value of an architecture changes as the set grows: it is its rank *at that
+    moment*. Architectures are identified by the strings given to :meth:`add` (use one
+    canonical spelling, e.g. ``space.validate(arch)``).
+
+    Example::
+
+        >>> s = SetScores('params+flops')
+        >>> s.add('params', ['a', 'b'], [1.0, 2.0]); s.add('flops', ['a', 'b'], [5.0, 3.0])
+        >>> s.aggregate()
+        [0.5, 0.5]
+        >>> s.add('params', ['c'], [3.0]); s.add('flops', ['c'], [9.0])
+        >>> s.aggregate(['a', 'b', 'c'])                  # re-ranked over the whole set
+        [0.25, 0.25, 1.0]
+        >>> s.missing('flops', ['c', 'd'])
+        ['d']
+    """
+
+    def __init__(self, proxy: str | Proxy):
+        self.proxy = get_proxy(proxy)
+        self.members: list[Proxy] = (self.proxy.members if isinstance(self.proxy, Ensemble)
+                                     else [self.proxy])
+        self.names = [proxy_label(m) for m in self.members]
+        self._columns: dict[str, dict[str, float]] = {n: {} for n in self.names}
+        self._seconds: dict[str, dict[str, float]] = {n: {} for n in self.names}
+        self._order: dict[str, None] = {}  # every architecture seen, first added first
+        self._aggregate: dict[str, float] | None = None
+        #: what the member scores were computed with (set by the first scoring call;
+        #: :func:`ghnas.proxies.score` refuses to mix scores of other settings into the set)
+        self.settings: dict[str, Any] | None = None
+
+    @property
+    def label(self) -> str:
+        return proxy_label(self.proxy)
+
+    @property
+    def is_aggregate(self) -> bool:
+        """Whether values are set-level ranks (an ensemble), not a single proxy's scores."""
+        return isinstance(self.proxy, Ensemble)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return True if self.is_aggregate else bool(self.proxy.higher_is_better)
+
+    def _member(self, member: str | Proxy) -> str:
+        name = member if isinstance(member, str) else proxy_label(member)
+        if name not in self._columns:
+            raise ValueError(f"{name!r} is not a member of {self.label!r}; members: {', '.join(self.names)}")
+        return name
+
+    def add(self, member: str | Proxy, archs: Sequence[str], values: Sequence[float],
+            seconds: Sequence[float] | None = None) -> None:
+        """Record ``member``'s scores of ``archs`` (an architecture scored again keeps its
+        first score: scores are deterministic for fixed settings)."""
+        name = self._member(member)
+        archs, values = list(archs), [float(v) for v in values]
+        secs = [0.0] * len(archs) if seconds is None else [float(t) for t in seconds]
+        if len(values) != len(archs) or len(secs) != len(archs):
+            raise ValueError(f"got {len(archs)} architectures, {len(values)} scores and {len(secs)} times")
+        col, tcol = self._columns[name], self._seconds[name]
+        for a, v, t in zip(archs, values, secs):
+            if a not in col:
+                col[a], tcol[a] = v, t
+                self._order.setdefault(a, None)
+                self._aggregate = None
+
+    def missing(self, member: str | Proxy, archs: Sequence[str]) -> list[str]:
+        """The distinct ``archs`` that ``member`` has not scored yet, in order."""
+        col = self._columns[self._member(member)]
+        return [a for a in dict.fromkeys(archs) if a not in col]
+
+    @property
+    def archs(self) -> list[str]:
+        """Architectures every member has scored, first added first (the set ranked over)."""
+        cols = list(self._columns.values())
+        return [a for a in self._order if all(a in c for c in cols)]
+
+    def __len__(self) -> int:
+        return len(self.archs)
+
+    def __contains__(self, arch: object) -> bool:
+        return all(arch in c for c in self._columns.values())
+
+    def column(self, member: str | Proxy, archs: Sequence[str] | None = None) -> list[float]:
+        """``member``'s scores of ``archs`` (default: the whole set)."""
+        col = self._columns[self._member(member)]
+        return [col[a] for a in (self.archs if archs is None else archs)]
+
+    def seconds(self, arch: str) -> float:
+        """The time the members took to score ``arch``, summed."""
+        return float(sum(t.get(arch, 0.0) for t in self._seconds.values()))
+
+    def aggregate(self, archs: Sequence[str] | None = None) -> list[float]:
+        """The aggregate of ``archs`` (default: the whole set, in :attr:`archs` order),
+        ranked among every architecture of the set; higher is better for an ensemble."""
+        if self._aggregate is None:
+            keys = self.archs
+            if self.is_aggregate:
+                values = self.proxy.aggregate([self.column(n, keys) for n in self.names]) if keys else []
+            else:
+                values = self.column(self.names[0], keys)
+            self._aggregate = dict(zip(keys, (float(v) for v in values)))
+        agg = self._aggregate
+        if archs is None:
+            return list(agg.values())
+        lacking = [a for a in archs if a not in agg]
+        if lacking:
+            raise KeyError(f"{len(lacking)} architecture(s) not scored by every member of "
+                           f"{self.label!r} (first: {lacking[0]!r}); score them first")
+        return [agg[a] for a in archs]
+
+    def ranked(self) -> list[tuple[str, float]]:
+        """``(arch, aggregate)`` of the whole set, best first (ties: added first)."""
+        sign = 1.0 if self.higher_is_better else -1.0
+        pairs = list(zip(self.archs, self.aggregate()))
+        return sorted(pairs, key=lambda p: -sign * p[1] if not math.isnan(p[1]) else math.inf)
+
+    def __repr__(self) -> str:
+        return f"SetScores({self.label!r}, {len(self)} architectures)"

@@ -142,16 +142,31 @@ class ScoreTable:
         return atomic_write_text(path, buf.getvalue())
 
 
+def set_table(scored: Any, archs: Sequence[str], keys: Sequence[str], settings: dict[str, Any],
+              cached: Sequence[bool] | None = None) -> ScoreTable:
+    """The rows of ``archs`` (``keys``: their canonical strings) from a
+    :class:`~ghnas.proxies.ensemble.SetScores`: the aggregate over the whole set as the
+    score, the members' times summed, each member's column in ``members`` (used by
+    :func:`score` and the Ray integration's ``score_distributed``)."""
+    values = scored.aggregate(list(keys))
+    flags = list(cached) if cached is not None else [False] * len(keys)
+    rows = [ScoreRow(a, v, scored.seconds(k), bool(c)) for a, k, v, c in zip(archs, keys, values, flags)]
+    members = {n: scored.column(n, list(keys)) for n in scored.names} if scored.is_aggregate else {}
+    return ScoreTable(proxy=scored.label, higher_is_better=scored.higher_is_better, rows=rows,
+                      settings=settings, members=members)
+
+
 def ensemble_table(prox: Any, archs: Sequence[str], tables: Sequence[ScoreTable],
                    common: dict[str, Any]) -> ScoreTable:
     """An ensemble's table from its members' tables over the same ``archs``: the rank
-    aggregate as the score, the members' times summed (used by :func:`score` and by the
-    Ray integration's ``score_distributed``)."""
-    combined = prox.aggregate([t.scores for t in tables])
-    rows = [ScoreRow(a, float(v), sum(t.rows[i].seconds for t in tables), all(t.rows[i].cached for t in tables))
-            for i, (a, v) in enumerate(zip(archs, combined))]
-    return ScoreTable(proxy=prox.label, higher_is_better=True, rows=rows,
-                      settings={"proxy": prox.settings(), **common}, members={t.proxy: t.scores for t in tables})
+    aggregate over those ``archs`` (through :class:`~ghnas.proxies.ensemble.SetScores`)."""
+    from .ensemble import SetScores
+
+    scored = SetScores(prox)
+    for m, t in zip(scored.names, tables):
+        scored.add(m, t.archs, t.scores, [r.seconds for r in t.rows])
+    cached = [all(t.rows[i].cached for t in tables) for i in range(len(archs))]
+    return set_table(scored, archs, archs, {"proxy": prox.settings(), **common}, cached)
 
 
 def worst_value(higher_is_better: bool) -> float:
@@ -351,6 +366,7 @@ def score(
     *,
     cache: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
+    into: Any = None,
 ) -> ScoreTable:
     """Score architectures of a search space with a zero-cost proxy.
 
@@ -370,6 +386,17 @@ def score(
         cache: optional JSON-lines file that stores every result as soon as it is known;
             a later call with the same settings reuses them (resume after interruption).
         device: where networks run; default CUDA when available, else CPU.
+        into: a :class:`~ghnas.proxies.ensemble.SetScores` of this proxy that keeps the
+            member scores of everything scored so far: members score only the
+            architectures it lacks, their scores are added to it, and an ensemble's
+            scores are its aggregate over the *whole* set (every architecture scored into
+            it so far), so calls scoring a few architectures at a time give comparable
+            scores. Without it the aggregate ranks the architectures of this call.
+
+    Ensembles (``'a+b'``, ``'vote:a,b'``, ``'az_nas'``, ``'te_nas'``): every member is
+    scored on its own (its scores filed in ``cache`` under the member's identity, as if it
+    were scored alone with the same batch), so adding a member to an ensemble, or calling
+    again with more architectures, scores only what is new.
 
     Returns:
         A :class:`ScoreTable` with one row per input architecture, in input order.
@@ -389,13 +416,69 @@ def score(
                   batch_size=int(batch_size) if prox.needs_data else None,
                   data=_fingerprint(batches))
 
-    from .ensemble import Ensemble
+    from .ensemble import Ensemble, SetScores
 
+    scored = into if into is not None else SetScores(prox)
+    _check_set(scored, prox, common)
     if isinstance(prox, Ensemble):
-        tables = [score(archs, space_obj, m, batches, seed, batch_size, build_kwargs, progress,
-                        cache=cache, device=dev) for m in prox.members]
-        return ensemble_table(prox, archs, tables, common)
+        settings = {"proxy": prox.settings(), **common}
+        cached = [True] * len(keys)
+        for name, m in zip(scored.names, prox.members):
+            need = scored.missing(name, keys)
+            if not need:
+                continue
+            t = score(need, space_obj, m, batches, seed, batch_size, build_kwargs, progress,
+                      cache=cache, device=dev)
+            scored.add(name, t.archs, t.scores, [r.seconds for r in t.rows])
+            fresh = {r.arch for r in t.rows if not r.cached}
+            cached = [c and k not in fresh for c, k in zip(cached, keys)]
+        return set_table(scored, archs, keys, settings, _repeats(keys, cached))
+    new = scored.missing(scored.names[0], keys)
+    if new:
+        table = _score_one(prox, new, space_obj, batches, seed, build_kwargs, progress, cache, dev, common)
+        scored.add(scored.names[0], new, table.scores, [r.seconds for r in table.rows])
+        fresh = {r.arch for r in table.rows if not r.cached}
+        settings = table.settings
+    else:
+        if not len(scored):  # as in _score_one: it may resolve a named GHN, which settings record
+            prox.identity(space_obj)
+        settings = {"proxy": prox.settings(), **common}
+        fresh = set()
+    return set_table(scored, archs, keys, settings, _repeats(keys, [k not in fresh for k in keys]))
 
+
+def _repeats(keys: Sequence[str], cached: Sequence[bool]) -> list[bool]:
+    """Rows of an architecture already listed earlier in the call count as cached."""
+    out, seen = [], set()
+    for k, c in zip(keys, cached):
+        out.append(bool(c) or k in seen)
+        seen.add(k)
+    return out
+
+
+def _check_set(scored: Any, prox: Proxy, common: dict[str, Any]) -> None:
+    """Refuse to mix scores of another proxy or other settings into a :class:`SetScores`."""
+    from .ensemble import SetScores, proxy_label
+
+    if not isinstance(scored, SetScores):
+        raise TypeError(f"into must be a ghnas.proxies.ensemble.SetScores, got {type(scored).__name__}")
+    names = [proxy_label(m) for m in (prox.members if hasattr(prox, "members") else [prox])]
+    if scored.names != names or scored.label != proxy_label(prox):
+        raise ValueError(f"into holds scores of {scored.label!r} (members {scored.names}), "
+                         f"not of {proxy_label(prox)!r} (members {names})")
+    key = json.loads(json.dumps(common, sort_keys=True, default=str))
+    if scored.settings is None:
+        scored.settings = key
+    elif scored.settings != key:
+        diff = sorted(k for k in set(key) | set(scored.settings) if key.get(k) != scored.settings.get(k))
+        raise ValueError(f"into holds scores computed with other settings (differing: {', '.join(diff)}); "
+                         "use one SetScores per set of settings")
+
+
+def _score_one(prox: Proxy, keys: list[str], space_obj: Any, batches: Sequence[Batch] | None, seed: int,
+               build_kwargs: dict[str, Any] | None, progress: bool, cache: Any, dev: torch.device,
+               common: dict[str, Any]) -> ScoreTable:
+    """A single (non-ensemble) proxy's table of distinct canonical ``keys``, through the cache."""
     identity = {"proxy": prox.identity(space_obj), **common}  # first: it may resolve a named GHN
     settings = {"proxy": prox.settings(), **common}
     run_key = hashlib.sha256(json.dumps({"name": _proxy_label(prox), **identity}, sort_keys=True,
@@ -431,10 +514,9 @@ def score(
             if k not in store.values:
                 store.add(k, _sanitize(v, prox.higher_is_better), per_arch)
 
-    rows, seen = [], set()
-    for a, k in zip(archs, keys):
+    rows = []
+    for k in keys:
         value, seconds = store.values[k]
-        rows.append(ScoreRow(a, value, seconds, cached=(k in from_cache or k in seen)))
-        seen.add(k)
+        rows.append(ScoreRow(k, value, seconds, cached=k in from_cache))
     return ScoreTable(proxy=_proxy_label(prox), higher_is_better=prox.higher_is_better, rows=rows,
                       settings=settings)

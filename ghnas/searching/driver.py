@@ -182,38 +182,60 @@ def _settings(sp, strat, setup: ProxySetup, budget, seed, data, data_root, val_s
 
 def _run_search(sp, strat, setup: ProxySetup, batches, budget: int, seed: int, dev, pool, threads,
                 progress: bool, out: Path | None):
-    """Run the strategy with the proxy as its scoring function; rows in evaluation order."""
+    """Run the strategy with the proxy as its scoring function; rows in evaluation order.
+
+    Every score goes into one :class:`~ghnas.proxies.ensemble.SetScores`, so an aggregate
+    proxy ranks each new architecture among everything scored so far, the strategy
+    compares by those current values, and the rows returned carry the final aggregate
+    over the whole set (``history``: the best of those final values after each evaluation).
+    """
     from tqdm.auto import tqdm
 
     from ..proxies import score as score_archs
+    from ..proxies.ensemble import SetScores
 
     cache = out / CACHE_FILE if out is not None else None
     bar = tqdm(total=int(budget), desc=f"search {getattr(sp, 'name', '')} ({strat.name}, {setup.label})",
                disable=not progress, dynamic_ncols=True)
+    scored = SetScores(setup.proxy)
     rows: list[Candidate] = []
-    history: list[float] = []
+    keys: dict[str, str] = {}  # evaluated string -> canonical string
     proxy_settings: dict[str, Any] = {}
     sign = _sign(setup)
+    best: list[float] = []
 
     def evaluate(archs: Sequence[str]) -> list[float]:
         table = score_archs(list(archs), sp, setup.proxy, batches, int(seed), setup.batch_size or 64,
-                            setup.build_kwargs, False, cache=cache, device=dev)
+                            setup.build_kwargs, False, cache=cache, device=dev, into=scored)
         proxy_settings.update(table.settings.get("proxy") or {})
-        for r in table.rows:
-            rows.append(Candidate(arch=sp.validate(r.arch), score=float(r.score), seconds=float(r.seconds),
+        for a, r in zip(archs, table.rows):
+            keys[a] = sp.validate(r.arch)
+            rows.append(Candidate(arch=keys[a], score=float(r.score), seconds=float(r.seconds),
                                   order=len(rows), cached=bool(r.cached)))
-            best = history[-1] if history else None
-            history.append(float(r.score) if best is None or sign * r.score > sign * best else best)
+            if not best or sign * r.score > sign * best[0]:
+                best[:] = [float(r.score)]
         bar.update(len(table.rows))
-        bar.set_postfix(best=_fmt_score(history[-1]))
+        bar.set_postfix(best=_fmt_score(best[0]))
         return table.scores
+
+    def current(archs: Sequence[str]) -> list[float]:
+        return scored.aggregate([keys[a] for a in archs])
 
     try:
         with cpu_threads(threads, dev):
             run_strategy(strat, sp, int(budget), evaluate, seed=int(seed),
-                         higher_is_better=setup.proxy.higher_is_better, pool=pool)
+                         higher_is_better=setup.proxy.higher_is_better, pool=pool,
+                         current=current if scored.is_aggregate else None)
     finally:
         bar.close()
+    # the final table: every row re-ranked over the whole set (a single proxy's scores stay as they are)
+    final = scored.aggregate([c.arch for c in rows])
+    history: list[float] = []
+    for c, v in zip(rows, final):
+        c.score = float(v)
+        if scored.is_aggregate:
+            c.members = {n: scored.column(n, [c.arch])[0] for n in scored.names}
+        history.append(c.score if not history or sign * c.score > sign * history[-1] else history[-1])
     return rows, history, proxy_settings
 
 

@@ -25,6 +25,9 @@ class Candidate:
     the time its build and proxy evaluation took (measured when it was first computed,
     also for rows served from the cache, marked ``cached``). ``val_accuracy`` (a fraction)
     and ``train_seconds`` are filled for the architectures trained with ``train_top_k``.
+    With an aggregate proxy (``'params+flops'``, ``'az_nas'``, ...) ``score`` is the
+    architecture's aggregate rank over the whole set the search scored, and ``members``
+    holds each member proxy's own score.
     """
 
     arch: str
@@ -35,13 +38,15 @@ class Candidate:
     val_accuracy: float | None = None
     val_loss: float | None = None
     train_seconds: float | None = None
+    members: dict[str, float] | None = None
 
 
 @dataclass
 class SearchResult:
     """What :func:`search` found. ``table`` is ranked best first (ties: evaluated first).
 
-    ``history[i]`` is the best score after ``i + 1`` evaluations. When the proxy ranked
+    ``history[i]`` is the best score after ``i + 1`` evaluations (for an aggregate proxy,
+    of the final whole-set aggregates, so the curve and the table share one scale). When the proxy ranked
     nothing (every score equal, or none finite), ``degenerate`` says so, and
     ``best_arch`` is ``None`` and ``best_score`` NaN: no candidate is crowned.
     """

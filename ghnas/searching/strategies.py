@@ -7,7 +7,8 @@ means the same for every strategy: the number of distinct architectures (under t
 space's :meth:`~search_spaces.SearchSpace.hash`) scored.
 
 * :class:`RandomSearch` (``'random'``): draw ``budget`` distinct architectures and score
-  them in batched calls (the GHN proxy predicts many networks per GHN pass).
+  them in batched calls (the GHN proxy predicts many networks per GHN pass); they are
+  ranked as one set at the end.
 * :class:`RegularizedEvolution` (``'evolution'``): aging evolution, Real et al. 2019: a
   population of ``population`` architectures; each step picks the best of
   ``sample_size`` random members, mutates it into a child not seen before, scores the
@@ -17,6 +18,16 @@ space's :meth:`~search_spaces.SearchSpace.hash`) scored.
   names :func:`ghnas.integrations.optuna.suggest_architecture` uses). A proposal that
   repeats a scored architecture is told its known score and does not count; after
   ``max_duplicates`` repeats in a row a random unseen architecture is scored instead.
+
+Set-level aggregates. With an aggregate proxy (``'params+flops'``, ``'vote:...'``,
+``'az_nas'``) the score of an architecture is its rank among *everything scored so far*
+(:class:`~ghnas.proxies.ensemble.SetScores`), so it changes as the search goes on. The
+scoring side then also gives :class:`SearchState` a ``current`` function, and the
+strategies compare by the current values (:meth:`SearchState.scores`): evolution's
+tournaments rank the sampled members by their aggregate among all scored architectures
+at that moment, and TPE's study is rebuilt with the current values before a proposal whenever
+they change which trials TPE counts as the good ones (all it reads of the values). :func:`ghnas.search` re-ranks the final table over the
+whole set.
 
 A new strategy subclasses :class:`Strategy` and registers itself::
 
@@ -46,25 +57,57 @@ __all__ = ["Strategy", "SearchState", "RandomSearch", "RegularizedEvolution", "T
            "distinct_count", "architecture_param_names", "STRATEGIES"]
 
 Evaluate = Callable[[Sequence[str]], Sequence[float]]
+#: the scores *now* of architectures already evaluated (set-level aggregates change)
+Current = Callable[[Sequence[str]], Sequence[float]]
 
 
 # --------------------------------------------------------------------------- state
 class SearchState:
     """What a strategy sees: the space, the budget left, a seeded ``rng``, the optional
     ``pool`` of allowed architectures, and the scores so far. Strategies propose
-    architectures only through :meth:`evaluate`, which de-duplicates by hash."""
+    architectures only through :meth:`evaluate`, which de-duplicates by hash, and compare
+    evaluated architectures by :meth:`scores` (their values now: with a set-level
+    aggregate, ``current`` re-ranks them among everything scored so far; without it a
+    score never changes)."""
 
     def __init__(self, space: Any, evaluate: Evaluate, budget: int, higher_is_better: bool,
-                 seed: int = 0, pool: list[str] | None = None):
+                 seed: int = 0, pool: list[str] | None = None, current: Current | None = None):
         self.space = space
         self._evaluate = evaluate
+        self._current = current
         self.budget = int(budget)
         self.sign = 1.0 if higher_is_better else -1.0
         self.seed = int(seed)
         self.rng = np.random.default_rng(int(seed))
         self.pool = pool
-        self.seen: dict[str, float] = {}  # hash -> score
+        self.seen: dict[str, float] = {}  # hash -> score when it was evaluated
         self.log: list[tuple[str, float]] = []
+        self._by_key: dict[str, str] = {}  # hash -> the string that was evaluated
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether scores change as more architectures are scored (a set-level aggregate)."""
+        return self._current is not None
+
+    def scores(self, archs: Sequence[str]) -> list[float]:
+        """The scores now of evaluated architectures (any spelling of the same hash)."""
+        evaluated = []
+        for a in archs:
+            k = self.key(a)
+            if k not in self._by_key:
+                raise RuntimeError(f"internal error: {a!r} has not been evaluated")
+            evaluated.append(self._by_key[k])
+        if self._current is None:
+            return [self.seen[self.key(a)] for a in evaluated]
+        values = [float(v) for v in self._current(evaluated)]
+        if len(values) != len(evaluated):
+            raise RuntimeError(f"current returned {len(values)} scores for {len(evaluated)} architectures")
+        return values
+
+    def final_log(self) -> list[tuple[str, float]]:
+        """``(arch, score)`` in evaluation order, with the scores as they are now."""
+        archs = [a for a, _ in self.log]
+        return list(zip(archs, self.scores(archs))) if self.dynamic else list(self.log)
 
     @property
     def left(self) -> int:
@@ -87,6 +130,7 @@ class SearchState:
             raise RuntimeError(f"evaluate returned {len(values)} scores for {len(archs)} architectures")
         for a, k, v in zip(archs, keys, values):
             self.seen[k] = v
+            self._by_key[k] = a
             self.log.append((a, v))
         return values
 
@@ -253,33 +297,38 @@ class RegularizedEvolution(Strategy):
         self.chunk = _positive("chunk", chunk)
 
     def run(self, state: SearchState) -> None:
-        pop: deque[tuple[str, float]] = deque()
+        pop: deque[str] = deque()
         init = state.sample_distinct(min(self.population, state.left))
         for start in range(0, len(init), self.chunk):  # the initial population, batched
             part = init[start:start + self.chunk]
-            pop.extend(zip(part, state.evaluate(part)))
+            state.evaluate(part)
+            pop.extend(part)
         # pool members by hash: a mutation may spell a member differently, and the
         # member's own string is what gets evaluated
         pool_by_key = None if state.pool is None else {state.key(a): a for a in state.pool}
         while state.left > 0:
             child = self._child(state, pop, pool_by_key)
-            pop.append((child, state.evaluate([child])[0]))
+            state.evaluate([child])
+            pop.append(child)
             if len(pop) > self.population:
                 pop.popleft()  # aging: the oldest member dies, not the worst
 
     def _child(self, state: SearchState, pop: deque, pool_by_key: dict[str, str] | None) -> str:
         for _ in range(self.max_retries):
             idx = state.rng.choice(len(pop), size=min(self.sample_size, len(pop)), replace=False)
-            parent = pop[int(idx[0])]
-            for i in idx[1:]:
-                if state.better(pop[int(i)][1], parent[1]):
-                    parent = pop[int(i)]
+            # the tournament compares scores as they are now (an aggregate's rank among all scored)
+            members = [pop[int(i)] for i in idx]
+            values = state.scores(members)
+            parent, best = members[0], values[0]
+            for m, v in zip(members[1:], values[1:]):
+                if state.better(v, best):
+                    parent, best = m, v
             if pool_by_key is None:
-                cand = state.space.mutate(parent[0], state.rng)
+                cand = state.space.mutate(parent, state.rng)
                 if state.key(cand) not in state.seen:
                     return cand
             else:
-                keys = [state.key(n) for n in state.space.neighbours(parent[0])]
+                keys = [state.key(n) for n in state.space.neighbours(parent)]
                 options = sorted({k for k in keys if k in pool_by_key and k not in state.seen}, key=keys.index)
                 if options:
                     return pool_by_key[options[int(state.rng.integers(len(options)))]]
@@ -323,32 +372,77 @@ class TPESearch(Strategy):
                 v = -state.sign * math.inf
             return max(-big, min(big, v))
 
+        direction = "maximize" if state.sign > 0 else "minimize"
+        told: list[tuple[dict[str, int], str]] = []  # every trial: its params and architecture
+        told_values: list[float] = []
+
+        def refresh(study):
+            """With a set-level aggregate, the study again with every trial's value now."""
+            if not state.dynamic or not told:
+                return study
+            values = [finite(v) for v in state.scores([a for _, a in told])]
+            if _same_proposals(values, told_values, state.sign, sampler):
+                return study
+            fresh = optuna.create_study(direction=direction, sampler=sampler)
+            fresh.add_trials([optuna.trial.create_trial(params=p, distributions=dists, value=v)
+                              for (p, _), v in zip(told, values)])
+            told_values[:] = values
+            return fresh
+
+        def tell(study, trial, arch: str, value: float) -> None:
+            study.tell(trial, finite(value))
+            told.append((dict(trial.params), arch))
+            told_values.append(finite(value))
+
         old = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
-            study = optuna.create_study(direction="maximize" if state.sign > 0 else "minimize", sampler=sampler)
+            study = optuna.create_study(direction=direction, sampler=sampler)
             dupes = 0
             while state.left > 0:
+                study = refresh(study)
                 trial = study.ask(dists)
                 arch = state.space.decode([trial.params[p] for p in names])
                 key = state.key(arch)
                 if key not in state.seen:
                     dupes = 0
-                    study.tell(trial, finite(state.evaluate([arch])[0]))
+                    tell(study, trial, arch, state.evaluate([arch])[0])
                     continue
-                study.tell(trial, finite(state.seen[key]))
+                tell(study, trial, arch, state.scores([arch])[0])
                 dupes += 1
                 if dupes < self.max_duplicates:
                     continue
                 # TPE keeps proposing known architectures: score a random unseen one
                 arch = state.random_unseen()
                 value = state.evaluate([arch])[0]
-                study.add_trial(optuna.trial.create_trial(
-                    params={p: int(v) for p, v in zip(names, state.space.encode(arch))},
-                    distributions=dists, value=finite(value)))
+                params = {p: int(v) for p, v in zip(names, state.space.encode(arch))}
+                study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
+                                                          value=finite(value)))
+                told.append((params, arch))
+                told_values.append(finite(value))
                 dupes = 0
         finally:
             optuna.logging.set_verbosity(old)
+
+
+def _order(values: Sequence[float], sign: float) -> list[int]:
+    """Trial positions best first, ties in trial order (how TPE sorts them)."""
+    return sorted(range(len(values)), key=lambda i: -sign * values[i])
+
+
+def _same_proposals(a: Sequence[float], b: Sequence[float], sign: float, sampler: Any) -> bool:
+    """Whether TPE proposes the same after trial values ``a`` as after ``b``.
+
+    Single-objective TPE sorts the trials by value (stably) and keeps only which
+    ``gamma(n)`` of them are the good ones (each group is then re-sorted by trial
+    number), so the same top set gives the same proposals. Without a readable ``gamma``:
+    the same order.
+    """
+    gamma = getattr(sampler, "_gamma", None)
+    if not callable(gamma):
+        return _order(a, sign) == _order(b, sign)
+    k = int(gamma(len(a)))
+    return set(_order(a, sign)[:k]) == set(_order(b, sign)[:k])
 
 
 #: the built-in strategies
@@ -378,7 +472,7 @@ def check_budget(budget: Any) -> int:
 
 def run_strategy(strategy: str | Strategy, space: Any, budget: int, evaluate: Evaluate, *, seed: int = 0,
                  higher_is_better: bool = True, pool: Sequence[str] | None = None,
-                 **strategy_kwargs: Any) -> list[tuple[str, float]]:
+                 current: Current | None = None, **strategy_kwargs: Any) -> list[tuple[str, float]]:
     """Run a search strategy against any scoring function; the core of :func:`ghnas.search`.
 
     Args:
@@ -392,11 +486,15 @@ def run_strategy(strategy: str | Strategy, space: Any, budget: int, evaluate: Ev
         higher_is_better: the direction of the scores.
         pool: restrict the search to these architectures (``'random'`` samples the pool
             without replacement; ``'evolution'`` mutates only into pool members).
+        current: for scores that change as the set grows (a set-level aggregate, see the
+            module docstring): called with evaluated architectures, returns their scores
+            now; the strategies compare by it.
         strategy_kwargs: the strategy's options (its constructor's arguments), e.g.
             ``population=20, sample_size=5`` for ``'evolution'``.
 
     Returns:
-        ``(arch, score)`` in evaluation order, exactly ``budget`` of them.
+        ``(arch, score)`` in evaluation order, exactly ``budget`` of them (with ``current``:
+        the scores at the end, over the whole set).
 
     Example:
         >>> import search_spaces
@@ -413,8 +511,8 @@ def run_strategy(strategy: str | Strategy, space: Any, budget: int, evaluate: Ev
         space = search_spaces.get(space)
     pool_list = _pool_list(space, pool)
     strat.check(space, budget, pool_list)
-    state = SearchState(space, evaluate, budget, higher_is_better, seed=seed, pool=pool_list)
+    state = SearchState(space, evaluate, budget, higher_is_better, seed=seed, pool=pool_list, current=current)
     strat.run(state)
     if len(state.log) != budget:
         raise RuntimeError(f"strategy {strat.name!r} evaluated {len(state.log)} architectures, not {budget}")
-    return state.log
+    return state.final_log()
