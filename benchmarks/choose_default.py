@@ -1,0 +1,184 @@
+"""Choose the default zero-shot proxy of a space on the tuning half, report it on the other.
+
+Reads the per-architecture scores that ``benchmarks/bench_proxies.py`` cached (one file per
+proxy, network size and image seed; seed 0 here) and, optionally, GHN-proxy scores cached
+by ``--ghn-cache`` files in the same format. On the TUNING half of the dev set (even row
+index) it grows an aggregate greedily: starting from the best single proxy, it adds the
+member that raises the aggregate's Kendall tau the most, for both aggregations (rank mean
+and AZ-NAS's log-rank), while the members' summed seconds per architecture stay within
+``--max-s-per-arch`` (the speed target: 100 architectures in 60 s with image loading). Only
+then is the chosen aggregate scored once on the REPORTING half (odd rows), with and without
+the GHN proxy as a member, next to the best single proxies.
+
+    python benchmarks/choose_default.py --space nb201 --cache-dir runs/bench_proxies/nb201
+    python benchmarks/choose_default.py --space darts --cache-dir runs/bench_proxies/darts
+
+Writes ``benchmarks/results/default_<space>/{choice.json,README.md}``. The chosen member
+lists are what ``ghnas.proxies.zero_shot.DEFAULT_MEMBERS`` holds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_proxies import SPACES, read_cache, read_rows  # noqa: E402
+
+from ghnas._io import atomic_write_text  # noqa: E402
+from ghnas.correlation import bootstrap_ci, kendall_tau, spearman_rho, top_k_precision  # noqa: E402
+from ghnas.proxies import get_proxy  # noqa: E402
+from ghnas.proxies.az_nas import log_rank_aggregate  # noqa: E402
+from ghnas.proxies.ensemble import rank_aggregate  # noqa: E402
+
+METHODS = {"mean": lambda cols, hib: rank_aggregate(cols, hib, "mean"), "log_rank": log_rank_aggregate}
+
+
+def load_columns(space: str, cache_dir: Path, archs: list[str], sizes: dict[str, str],
+                 extra: dict[str, Path]) -> dict[str, dict]:
+    """``{member label: {'scores': [...], 'seconds': s/arch, 'hib': bool}}`` for every
+    cached proxy (at its chosen size) that scored every architecture."""
+    out: dict[str, dict] = {}
+    files = sorted(cache_dir.glob("*__s0.jsonl"))
+    for f in files:
+        proxy, size, _ = f.name[:-len(".jsonl")].split("__")
+        if sizes.get(proxy, size) != size:
+            continue
+        got = read_cache(f)
+        if not all(a in got for a in archs):
+            continue
+        out[f"{proxy}@{size}"] = {"proxy": proxy, "size": size, "scores": [got[a][0] for a in archs],
+                                  "seconds": float(np.median([got[a][1] for a in archs])),
+                                  "hib": get_proxy(proxy).higher_is_better}
+    for label, path in extra.items():
+        got = read_cache(path)
+        missing = [a for a in archs if a not in got]
+        if missing:
+            raise SystemExit(f"{path} lacks {len(missing)} of the dev set's architectures")
+        out[label] = {"proxy": label.split("@")[0], "size": label.split("@")[-1],
+                      "scores": [got[a][0] for a in archs],
+                      "seconds": float(np.median([got[a][1] for a in archs])), "hib": True}
+    return out
+
+
+def tau_of(cols: dict[str, dict], members: list[str], idx: list[int], truth: np.ndarray, method: str) -> float:
+    agg = METHODS[method]([[cols[m]["scores"][i] for i in idx] for m in members], [cols[m]["hib"] for m in members])
+    return kendall_tau(agg, truth[idx])
+
+
+def greedy(cols: dict[str, dict], idx: list[int], truth: np.ndarray, method: str, budget_s: float,
+           pool: list[str], max_members: int = 6, min_gain: float = 0.01) -> list[dict]:
+    """Forward selection on ``idx``; returns the path (members and tau after each addition).
+
+    A member joins only if it lifts tau by at least ``min_gain``: smaller gains on 246
+    architectures are within the noise of the selection itself."""
+    single = {m: kendall_tau([(v if cols[m]["hib"] else -v) for v in (cols[m]["scores"][i] for i in idx)],
+                             truth[idx]) for m in pool if cols[m]["seconds"] <= budget_s}
+    chosen = [max(single, key=lambda m: single[m])]
+    path = [{"members": list(chosen), "tau": single[chosen[0]]}]
+    while len(chosen) < max_members:
+        spent = sum(cols[m]["seconds"] for m in chosen)
+        best, best_tau = None, path[-1]["tau"]
+        for m in pool:
+            if m in chosen or spent + cols[m]["seconds"] > budget_s:
+                continue
+            t = tau_of(cols, chosen + [m], idx, truth, method)
+            if t > best_tau + min_gain:
+                best, best_tau = m, t
+        if best is None:
+            break
+        chosen.append(best)
+        path.append({"members": list(chosen), "tau": best_tau})
+    return path
+
+
+def report(cols: dict[str, dict], members: list[str], idx: list[int], truth: np.ndarray, method: str) -> dict:
+    agg = np.asarray(METHODS[method]([[cols[m]["scores"][i] for i in idx] for m in members],
+                                     [cols[m]["hib"] for m in members]))
+    t = truth[idx]
+    return {"members": members, "method": method, "n": len(idx),
+            "kendall": kendall_tau(agg, t), "spearman": spearman_rho(agg, t),
+            "top10": top_k_precision(agg, t, 0.1),
+            "kendall_ci": [(ci := bootstrap_ci(kendall_tau, agg, t, n_boot=1000, seed=0)).low, ci.high],
+            "s_per_arch": sum(cols[m]["seconds"] for m in members)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--space", choices=sorted(SPACES), required=True)
+    ap.add_argument("--cache-dir", type=Path, required=True)
+    ap.add_argument("--shared", type=Path, default=REPO.parent, help="folder holding shared/")
+    ap.add_argument("--sizes", default=None, help="JSON {proxy: size} (default: bench_proxies' choices)")
+    ap.add_argument("--ghn-cache", action="append", default=[], metavar="LABEL=FILE",
+                    help="GHN-proxy scores of every dev architecture (a score() cache file)")
+    ap.add_argument("--summary", type=Path, default=None,
+                    help="bench_proxies' summary.json with the size chosen per proxy (default: benchmarks/results)")
+    ap.add_argument("--max-s-per-arch", type=float, default=0.45)
+    ap.add_argument("--min-gain", type=float, default=0.01, help="smallest tau gain that adds a member")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    archs, truth, _ = read_rows(args.space, args.shared)
+    truth = np.asarray(truth)
+    summary = args.summary or REPO / "benchmarks" / "results" / f"proxies_{args.space}" / "summary.json"
+    sizes = json.loads(args.sizes) if args.sizes else {
+        p: d["chosen"] for p, d in json.loads(summary.read_text())["decision"].items()}
+    extra = dict(x.split("=", 1) for x in args.ghn_cache)
+    cols = load_columns(args.space, args.cache_dir, archs, sizes, {k: Path(v) for k, v in extra.items()})
+    tune, rep = list(range(0, len(archs), 2)), list(range(1, len(archs), 2))
+    ghn_labels = set(extra)
+    zero_cost = [m for m in cols if m not in ghn_labels]
+    result: dict = {"space": args.space, "n_tuning": len(tune), "n_reporting": len(rep),
+                    "budget_s_per_arch": args.max_s_per_arch, "available": sorted(cols), "paths": {}}
+    best = None
+    for method in METHODS:
+        for with_ghn in ([False, True] if ghn_labels else [False]):
+            pool = zero_cost + (sorted(ghn_labels) if with_ghn else [])
+            path = greedy(cols, tune, truth, method, args.max_s_per_arch, pool, min_gain=args.min_gain)
+            key = f"{method}{'+ghn' if with_ghn else ''}"
+            result["paths"][key] = path
+            if not with_ghn and (best is None or path[-1]["tau"] > best[1][-1]["tau"]):
+                best = (method, path)
+    method, path = best
+    members = path[-1]["members"]
+    result["choice"] = {"method": method, "members": members, "tuning_kendall": path[-1]["tau"]}
+    result["reporting"] = {"default": report(cols, members, rep, truth, method)}
+    for key, p in result["paths"].items():
+        if key.endswith("+ghn"):
+            result["reporting"][f"default chosen with the GHN available ({key})"] = \
+                report(cols, p[-1]["members"], rep, truth, key.split("+")[0])
+    if ghn_labels:
+        for g in sorted(ghn_labels):
+            result["reporting"][f"default + {g}"] = report(cols, members + [g], rep, truth, method)
+            result["reporting"][g] = report(cols, [g], rep, truth, method)
+    singles = sorted(zero_cost, key=lambda m: -tau_of(cols, [m], tune, truth, "mean"))[:5]
+    for m in singles:
+        result["reporting"][m] = report(cols, [m], rep, truth, "mean")
+    out = args.out or REPO / "benchmarks" / "results" / f"default_{args.space}"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "choice.json", json.dumps(result, indent=1))
+    lines = [f"# Default zero-shot proxy for {args.space}", "",
+             f"Chosen on the tuning half (even rows, n={len(tune)}, image seed 0) by greedy forward selection, "
+             f"members limited to {args.max_s_per_arch} s/arch in all, a member added only for a tau gain >= {args.min_gain}: **{method}** aggregate of "
+             f"{', '.join(members)} (tuning Kendall tau {path[-1]['tau']:.3f}). Reported once on the "
+             f"reporting half (odd rows, n={len(rep)}); 95% bootstrap CI over architectures.", "",
+             "| scorer | members | KT reporting [CI] | SP reporting | top-10% | s/arch |", "| --- | --- | --- | ---: | ---: | ---: |"]
+    for name, r in result["reporting"].items():
+        lines.append(f"| {name} | {' + '.join(r['members'])} ({r['method']}) | {r['kendall']:.3f} "
+                     f"[{r['kendall_ci'][0]:.3f}, {r['kendall_ci'][1]:.3f}] | {r['spearman']:.3f} | "
+                     f"{r['top10']:.3f} | {r['s_per_arch']:.3f} |")
+    lines += ["", "Selection paths on the tuning half (members after each step, Kendall tau):", ""]
+    for key, p in result["paths"].items():
+        lines.append(f"- {key}: " + " -> ".join(f"{'+'.join(s['members'])} ({s['tau']:.3f})" for s in p))
+    lines += ["", "`python benchmarks/choose_default.py " + " ".join(argv or sys.argv[1:]) + "`"]
+    atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
