@@ -43,12 +43,12 @@ def default_build_kwargs(space_name: str, ghn: Any = None) -> dict[str, Any]:
     return proxy_build_kwargs(space_name, ghn)
 
 
-def default_batch_size(proxy: Any) -> int:
+def default_batch_size(proxy: Any, space: Any = None) -> int:
     """Images in the proxy's data batch, as :func:`ghnas.search` chooses them: the
-    proxy's ``default_batch_size`` (a name or an instance)."""
+    proxy's ``default_batch_size`` (a name or an instance; ``'zero-shot'`` needs ``space``)."""
     from ghnas.proxies import get_proxy
 
-    return int(get_proxy(proxy).default_batch_size)
+    return int(get_proxy(proxy, space=space).default_batch_size)
 
 
 class ProxyScorer:
@@ -88,7 +88,7 @@ class ProxyScorer:
         from ghnas.proxies.scoring import _resolve_space
 
         self.space = _resolve_space(space)
-        self.proxy = get_proxy(proxy)
+        self.proxy = get_proxy(proxy, space=self.space)
         if ghn is not None:
             self.proxy.use_ghn(ghn)  # an error for a proxy that uses no GHN
         self.data = data

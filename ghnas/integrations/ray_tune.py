@@ -419,7 +419,7 @@ def score_distributed(  # the signature of ghnas.proxies.score, by design, plus 
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     archs = [archs] if isinstance(archs, str) else list(archs)
     sp = _resolve_space(space)
-    prox = get_proxy(proxy)
+    prox = get_proxy(proxy, space=sp)
     if batch_size is None:
         batch_size = int(prox.default_batch_size)
     common = dict(data=data, seed=seed, batch_size=batch_size, build_kwargs=build_kwargs, progress=progress,

@@ -154,6 +154,8 @@ class Proxy(abc.ABC):
 _REGISTRY: dict[str, Callable[..., Proxy]] = {}
 # proxies defined in modules that are imported only when asked for (they may need
 # extra files, like a GHN checkpoint); the module registers itself on import
+#: the name of each space's default aggregate (resolved with the space, see get_proxy)
+ZERO_SHOT = "zero-shot"
 _LAZY: dict[str, str] = {"ghn": "ghnas.proxies.ghn", "ghn_acc": "ghnas.proxies.ghn"}
 
 
@@ -180,13 +182,15 @@ def register_proxy(name: str, cls: Callable[..., Proxy] | None = None, *, overwr
 
 def available_proxies() -> list[str]:
     """Names accepted by :func:`get_proxy` (ensembles are written ``'vote:a,b'`` or ``'a+b'``)."""
-    return sorted(set(_REGISTRY) | set(_LAZY))
+    return sorted(set(_REGISTRY) | set(_LAZY) | {ZERO_SHOT})
 
 
-def get_proxy(name: str | Proxy, **kwargs: Any) -> Proxy:
+def get_proxy(name: str | Proxy, space: Any = None, **kwargs: Any) -> Proxy:
     """Create a proxy by name, e.g. ``get_proxy('synflow')`` or ``get_proxy('vote:synflow,params')``.
 
-    A :class:`Proxy` instance is returned unchanged (``kwargs`` must then be empty).
+    ``'zero-shot'``, the default aggregate of a space (:mod:`ghnas.proxies.zero_shot`),
+    needs ``space``; other names ignore it. A :class:`Proxy` instance is returned
+    unchanged (``kwargs`` must then be empty).
     """
     if isinstance(name, Proxy):
         if kwargs:
@@ -195,6 +199,14 @@ def get_proxy(name: str | Proxy, **kwargs: Any) -> Proxy:
     if not isinstance(name, str):
         raise TypeError(f"proxy must be a name or a Proxy, not {type(name).__name__}")
     key = name.strip()
+    if key == ZERO_SHOT:
+        from .zero_shot import ZeroShot
+
+        if space is None:
+            from ..errors import InputError
+
+            raise InputError("'zero-shot' is the default proxy of a space: say which (space='nb201')")
+        return ZeroShot(space, **kwargs)
     if key.startswith("vote:") or "+" in key:
         from .ensemble import Ensemble
 

@@ -405,7 +405,7 @@ def score(
         archs = [archs]
     archs = list(archs)
     space_obj = _resolve_space(space)
-    prox = get_proxy(proxy)
+    prox = get_proxy(proxy, space=space_obj)
     dev = default_device(device)
     keys = _validate_all(archs, space_obj)
     if batch_size is None:

@@ -25,7 +25,7 @@ CACHE_FILE = "scores.jsonl"
 def search(
     space: Any = "nb201",
     budget: int = 100,
-    proxy: Any = "ghn",
+    proxy: Any = "zero-shot",
     strategy: Any = "random",
     data: Any = "sample",
     seed: int = 0,
@@ -53,7 +53,8 @@ def search(
         space: ``'nb201'``, ``'darts'``, another registered name, or a space object.
         budget: number of distinct architectures to score (the same for every strategy),
             checked up front against the distinct architectures available.
-        proxy: ``'ghn'`` (GHN-predicted parameters evaluated on held-out images),
+        proxy: ``'zero-shot'`` (default: the space's aggregate chosen on data, see
+            :mod:`ghnas.proxies.zero_shot`), ``'ghn'`` (GHN-predicted parameters evaluated on held-out images),
             ``'ghn_acc'``, a baseline (``'synflow'``, ``'naswot'``, ``'params'``, ...), an
             ensemble (``'vote:ghn,synflow'``) or a :class:`~ghnas.proxies.Proxy` instance.
         strategy: ``'random'``, ``'evolution'``, ``'tpe'``, another registered name, or a

@@ -143,10 +143,11 @@ class SearchResult:
     def build(self, arch: str | None = None, pretrained: bool = True, **build_kwargs: Any):
         """Build the best architecture (or ``arch``) as an ``nn.Module``.
 
-        When the proxy predicted parameters with a GHN (``'ghn'``, ``'ghn_acc'``, or an
-        ensemble with one of them) and ``pretrained=True``, the parameters are predicted
-        by the search's GHN and the model is ready to fine-tune (see
-        :func:`ghnas.warm_start`); otherwise it is the plain, randomly initialised model.
+        With ``pretrained=True`` the parameters are predicted by the search's GHN (when the
+        proxy predicted with one: ``'ghn'``, ``'ghn_acc'``, or an ensemble with one of
+        them) or else by the GHN shipped for the space, and the model is ready to fine-tune
+        (see :func:`ghnas.warm_start`); ``pretrained=False`` gives the plain, randomly
+        initialised model.
         ``build_kwargs`` override the sizes the proxy used (e.g. ``C=16, N=5`` for the
         full NB201 network).
         """
@@ -160,6 +161,12 @@ class SearchResult:
         kw = {**self.settings.get("build_kwargs", {}), **build_kwargs}
         model = sp.build(arch or self.best_arch, **kw)
         ghn = self._ghn
+        if pretrained and ghn is None and self.settings.get("ghn") is None:
+            # a proxy without a GHN (e.g. the default 'zero-shot'): the space's shipped GHN
+            from ..ghn.ref import GHNRef
+            from ..warm import warm_start
+
+            return warm_start(model, GHNRef.default(self.space).load("cpu"))
         if pretrained and (ghn is not None or self.settings.get("ghn") is not None):
             from ..warm import warm_start
 

@@ -102,7 +102,7 @@ def prepare_proxy(space: Any, proxy: Any, *, ghn: Any = None, proxy_kwargs: Mapp
     """
     from ..proxies import get_proxy
 
-    prox = get_proxy(proxy, **dict(proxy_kwargs or {}))
+    prox = get_proxy(proxy, space=space, **dict(proxy_kwargs or {}))
     space_name = getattr(space, "name", type(space).__name__)
     if ghn is not None and (prox.needs_ghn or not ghn_only_if_needed):
         prox.use_ghn(ghn)  # InputError for a proxy without a GHN

@@ -1,0 +1,57 @@
+"""``'zero-shot'``: the default proxy of each space, an aggregate chosen on data.
+
+Its members and aggregation were chosen per space by ``benchmarks/choose_default.py`` on
+the tuning half (even rows) of that space's dev set, among the proxies that
+``benchmarks/bench_proxies.py`` measured at the proxy network size, within a time budget
+per architecture; ``benchmarks/results/default_<space>/`` holds the choice and its
+numbers on the other half. It ranks over the whole scored set, like every ensemble.
+
+    >>> from ghnas.proxies import get_proxy
+    >>> get_proxy('zero-shot', space='nb201').label.startswith('zero-shot:nb201')
+    True
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .az_nas import log_rank_aggregate
+from .ensemble import Ensemble
+
+#: per space: (members, aggregation); see benchmarks/results/default_<space>/README.md
+DEFAULTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "nb201": (("meco",), "mean"),
+    "darts": (("params",), "mean"),
+}
+
+
+def space_name(space: Any) -> str:
+    return space if isinstance(space, str) else getattr(space, "name", type(space).__name__)
+
+
+class ZeroShot(Ensemble):
+    """The default zero-shot aggregate of a space (:data:`DEFAULTS`).
+
+    Args:
+        space: the space (name or object) whose default to use.
+    """
+
+    def __init__(self, space: Any):
+        name = space_name(space)
+        if name not in DEFAULTS:
+            from ..errors import InputError
+
+            raise InputError(f"no 'zero-shot' default for space {name!r}; it exists for "
+                             f"{', '.join(sorted(DEFAULTS))} (pass a proxy name instead)")
+        members, method = DEFAULTS[name]
+        super().__init__(list(members))
+        self.space = name
+        self.method = method
+
+    @property
+    def label(self) -> str:
+        return f"zero-shot:{self.space}:{self.method}:" + ",".join(m.name or type(m).__name__ for m in self.members)
+
+    def aggregate(self, columns: Sequence[Sequence[float]]) -> list[float]:
+        if self.method == "log_rank":
+            return log_rank_aggregate(columns, [m.higher_is_better for m in self.members])
+        return super().aggregate(columns)
