@@ -521,8 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=100, help="distinct architectures to score (default 100)")
     p.add_argument("--strategy", default="random", choices=available_strategies(),
                    help="search strategy (default random)")
-    p.add_argument("--proxy", default="zero-shot",
-                   help="zero-shot (default: the space's chosen aggregate), ghn, meco, synflow, ... or vote:a,b")
+    p.add_argument("--proxy", default=None,
+                   help="zero-shot (the space's chosen aggregate; the default without --ghn), ghn (the "
+                        "default with --ghn), meco, synflow, ... or vote:a,b")
     p.add_argument("--ghn", default=None, help="GHN name or checkpoint path (default: the GHN shipped for the space)")
     p.add_argument("--batch-size", type=int, default=None, help="images scored per architecture "
                                                                   "(default 200 for ghn, 64 otherwise)")

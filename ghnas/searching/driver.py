@@ -25,7 +25,7 @@ CACHE_FILE = "scores.jsonl"
 def search(
     space: Any = "nb201",
     budget: int = 100,
-    proxy: Any = "zero-shot",
+    proxy: Any = None,
     strategy: Any = "random",
     data: Any = "sample",
     seed: int = 0,
@@ -53,8 +53,8 @@ def search(
         space: ``'nb201'``, ``'darts'``, another registered name, or a space object.
         budget: number of distinct architectures to score (the same for every strategy),
             checked up front against the distinct architectures available.
-        proxy: ``'zero-shot'`` (default: the space's aggregate chosen on data, see
-            :mod:`ghnas.proxies.zero_shot`), ``'ghn'`` (GHN-predicted parameters evaluated on held-out images),
+        proxy: ``None`` (default): ``'ghn'`` when ``ghn`` is given, else ``'zero-shot'``
+            (the space's aggregate chosen on data, see :mod:`ghnas.proxies.zero_shot`); ``'ghn'`` (GHN-predicted parameters evaluated on held-out images),
             ``'ghn_acc'``, a baseline (``'synflow'``, ``'naswot'``, ``'params'``, ...), an
             ensemble (``'vote:ghn,synflow'``) or a :class:`~ghnas.proxies.Proxy` instance.
         strategy: ``'random'``, ``'evolution'``, ``'tpe'``, another registered name, or a
@@ -114,6 +114,8 @@ def search(
     strat = get_strategy(strategy, **strategy_kwargs)
     sp = search_spaces.get(space) if isinstance(space, str) else space
     dev = default_device(device)
+    if proxy is None:
+        proxy = "ghn" if ghn is not None else "zero-shot"
     setup = prepare_proxy(sp, proxy, ghn=ghn, proxy_kwargs=proxy_kwargs, build_kwargs=build_kwargs,
                           batch_size=batch_size, device=dev)
     batches = _proxy_batches(setup, data, data_root, val_size, seed, dev)
