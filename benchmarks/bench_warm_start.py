@@ -1,26 +1,39 @@
-"""GHN warm start vs random initialisation: accuracy after k SGD steps.
+"""GHN warm start vs PyTorch's default initialisation at the sizes users train.
 
-For a few architectures of each space (seeded samples, small networks), we train the
-same network twice with the same data order and hyper-parameters: once from its default
-random initialisation, once from GHN-predicted parameters (:func:`ghnas.warm_start`). We
-record validation accuracy every ``--eval-every`` steps and report
+For several architectures of each space that the GHN's meta-training run never trained on
+(``benchmarks/_ghnbench.never_trained``: the run's held-out architectures, then fresh
+samples outside every architecture the run samples), built at the standard training size
+(NB201 C=16 N=5, the benchmark's network; DARTS C=16 with 8 cells), we train the same
+network twice with the same data order and hyper-parameters (:func:`ghnas.train.train`):
+once from PyTorch's default initialisation, once from GHN-predicted parameters
+(:func:`ghnas.warm_start`). Test accuracy (CIFAR-10 *test* images; nothing is chosen on
+them) is recorded every ``--eval-every`` steps, and we report
 
-* accuracy vs steps for both initialisations (mean over architectures, and each one);
-* how many random-init steps it takes to reach the accuracy of the GHN start (step 0)
-  and of the GHN curve at later points (``None``: not reached within the run).
+* accuracy vs SGD steps for both initialisations (mean over architectures, and each one);
+* the SGD steps random initialisation needs to reach the accuracy of the GHN start (step
+  0), and the GHN curve's later points (``None``: not within the run);
+* the gap at the end (GHN minus random, percentage points).
 
 Both models start with batch-norm running statistics estimated on the same few training
 batches, so eval-mode accuracy at step 0 is meaningful for both (``--bn-mode batch``
-evaluates with batch statistics instead).
+evaluates with batch statistics instead). Every (init, architecture, size, settings) run is
+cached in ``runs/bench_cache/warm_start/cache.jsonl`` (GHN runs keyed by the GHN's weights),
+so an interrupted benchmark resumes.
+
+Length: ``--epochs 1`` (default) is one pass over the 45,000 training images at batch 64
+(703 steps). Measured on the shared 2-core CPU (1 thread, next to two meta-training runs):
+about 3.4 s per step for NB201 C=16 N=5 and 12.6 s for DARTS C=16 with 8 cells, so one
+epoch costs about 40 min (NB201) or 2.5 h (DARTS) per architecture and initialisation:
+use a GPU (``--device cuda``), or fewer steps (``--steps``) and say so.
 
 Outputs (``--out``, default ``benchmarks/results/warm_start``): ``<name>.json`` (settings,
 every curve), ``<name>.md`` (tables) and ``<name>.png`` (curves).
 
 Usage::
 
-    python benchmarks/bench_warm_start.py --ghn runs/meta-nb201/ghn.pt --spaces nb201
-    python benchmarks/bench_warm_start.py --ghn ghnas-nb201-cifar10 --spaces nb201 \\
-        --ghn-darts ghnas-darts-cifar10 --steps 200 --device cuda
+    python benchmarks/bench_warm_start.py --quick                             # smoke test
+    python benchmarks/bench_warm_start.py --ghn /work/main/runs/ghn-nb201/ghn.pt \
+        --ghn-darts /work/main/runs/ghn-darts/ghn.pt --n-archs 5 --epochs 1 --device cuda
 """
 from __future__ import annotations
 
@@ -38,12 +51,13 @@ from typing import Any, Sequence
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+if str(REPO / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(REPO / "benchmarks"))  # _ghnbench
 
 import torch  # noqa: E402
 
 import search_spaces  # noqa: E402
 from ghnas.proxies import arch_seed  # noqa: E402
-from ghnas.searching import PROXY_BUILD_KWARGS  # noqa: E402
 from ghnas.train import train  # noqa: E402
 from ghnas.warm import calibrate_batchnorm, reset_batchnorm, resolve_ghn_arg, warm_start  # noqa: E402
 
@@ -56,23 +70,34 @@ def steps_to_reach(steps: Sequence[int], accs: Sequence[float], target: float) -
     return None
 
 
-def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_data, *, steps: int,
+def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_data, *, steps: int | None = None,
                   eval_every: int, build_kwargs: dict[str, Any], seed: int = 0,
                   train_kwargs: dict[str, Any] | None = None, bn_mode: str = "eval",
-                  calib_batches: int = 4, device: str = "cpu", progress: bool = False) -> list[dict]:
+                  calib_batches: int = 4, device: str = "cpu", progress: bool = False,
+                  epochs: float | None = None, cache: Any = None, ghn_key: str = "") -> list[dict]:
     """Train each architecture from random and from GHN init; return one record per architecture.
 
-    Each record: ``arch``, ``params``, ``curves`` (``{'ghn'|'random': {'steps', 'acc', 'loss'}}``),
-    ``steps_to_match`` (random-init steps to reach the GHN curve at each of its points).
+    Give ``steps`` or ``epochs``. Each record: ``arch``, ``params``, ``curves``
+    (``{'ghn'|'random': {'steps', 'acc', 'loss'}}``, accuracy in %), ``steps_to_match``
+    (random-init steps to reach the GHN curve at each of its points) and ``final_gap``
+    (final GHN minus final random accuracy). With ``cache`` (a ``JsonlCache``), each
+    curve is stored under its settings (GHN curves also under ``ghn_key``, the weights).
     """
     sp = search_spaces.get(space)
     net = resolve_ghn_arg(ghn, device)
     tk = dict(batch_size=64, lr=0.025)
     tk.update(train_kwargs or {})
+    length = {"steps": steps} if epochs is None else {"epochs": epochs}
     out = []
     for arch in archs:
         rec: dict[str, Any] = {"arch": sp.validate(arch), "curves": {}}
         for init in ("random", "ghn"):
+            key = ["warm", init, ghn_key if init == "ghn" else "", space, build_kwargs, rec["arch"], length,
+                   eval_every, seed, tk, bn_mode, calib_batches, len(train_data), len(val_data)]
+            hit = cache.get(key) if cache is not None else None
+            if hit is not None:
+                rec["curves"][init], rec["params"] = hit["curve"], hit["params"]
+                continue
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(arch_seed(seed, sp.hash(arch)))
                 model = sp.build(arch, **build_kwargs)
@@ -87,30 +112,34 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
                 model.train()
             rec["params"] = sum(p.numel() for p in model.parameters())
             t0 = time.perf_counter()
-            res = train(model, train_data, steps=steps, seed=seed, device=device, eval_data=val_data,
-                        eval_every=eval_every, eval_bn_mode=bn_mode, progress=False, **tk)
+            res = train(model, train_data, seed=seed, device=device, eval_data=val_data,
+                        eval_every=eval_every, eval_bn_mode=bn_mode, progress=False, **length, **tk)
             xs, acc = res.series("eval_accuracy")
             _, loss = res.series("eval_loss")
             rec["curves"][init] = {"steps": xs, "acc": [100 * a for a in acc], "loss": loss,
                                    "seconds": time.perf_counter() - t0, "diverged": res.diverged}
+            if cache is not None:
+                cache.put(key, {"curve": rec["curves"][init], "params": rec["params"]})
         g, r = rec["curves"]["ghn"], rec["curves"]["random"]
         rec["steps_to_match"] = {str(s): steps_to_reach(r["steps"], r["acc"], a)
                                  for s, a in zip(g["steps"], g["acc"])}
+        rec["final_gap"] = g["acc"][-1] - r["acc"][-1]
         out.append(rec)
         if progress:
             print(f"  [{len(out)}/{len(archs)}] {space}: GHN {g['acc'][0]:.1f}% -> {g['acc'][-1]:.1f}%, "
-                  f"random {r['acc'][0]:.1f}% -> {r['acc'][-1]:.1f}% in {steps} steps "
+                  f"random {r['acc'][0]:.1f}% -> {r['acc'][-1]:.1f}% in {g['steps'][-1]} steps "
                   f"({g['seconds'] + r['seconds']:.0f}s)", flush=True)
     return out
 
 
 def summarise(records: list[dict]) -> dict[str, Any]:
-    """Mean curves over architectures and the mean/median random steps to match the GHN start."""
+    """Mean curves over architectures, the random steps to match the GHN start, the final gap."""
     steps = records[0]["curves"]["ghn"]["steps"]
     mean = {init: [statistics.fmean(r["curves"][init]["acc"][i] for r in records) for i in range(len(steps))]
             for init in ("ghn", "random")}
     match0 = [r["steps_to_match"][str(steps[0])] for r in records]
     reached = [m for m in match0 if m is not None]
+    gaps = [r["curves"]["ghn"]["acc"][-1] - r["curves"]["random"]["acc"][-1] for r in records]
     return {
         "steps": steps,
         "mean_acc": mean,
@@ -119,19 +148,32 @@ def summarise(records: list[dict]) -> dict[str, Any]:
         "median_steps_to_match_ghn_start": statistics.median(reached) if reached else None,
         "mean_steps_to_match_mean_curve": {
             str(s): steps_to_reach(steps, mean["random"], a) for s, a in zip(steps, mean["ghn"])},
+        "final_gaps": gaps,
+        "final_gap_mean": statistics.fmean(gaps),
     }
 
 
 def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
+    where = meta.get("eval_split", "val")
+    what = (f"test accuracy on {meta['val_images']} CIFAR-10 test images" if where == "test" else
+            f"validation accuracy on {meta['val_images']} held-out CIFAR-10 training images")
+    length = f"{meta['epochs']} epoch(s) ({meta['steps']} SGD steps)" if meta.get("epochs") else f"{meta['steps']} SGD steps"
     lines = ["# GHN warm start vs random initialisation", "",
-             f"{meta['n_archs']} architectures per space (seed {meta['seed']}), {meta['steps']} SGD steps "
-             f"(batch {meta['batch_size']}, lr {meta['lr']}, cosine), validation accuracy on "
-             f"{meta['val_images']} held-out CIFAR-10 training images (BN: {meta['bn_mode']}); "
+             f"{meta['n_archs']} architectures per space never trained on by the GHN (seed {meta['seed']}), "
+             f"{length} on {meta.get('train_images', 'all')} training images "
+             f"(batch {meta['batch_size']}, lr {meta['lr']}, cosine), {what} (BN: {meta['bn_mode']}); "
              f"{meta['device']}, {meta['machine']}.", ""]
     for space, res in results.items():
         s = res["summary"]
-        lines += [f"## {space} (build {res['build_kwargs']}, GHN {res['ghn']})", "",
-                  "| step | GHN init acc (%) | random init acc (%) | random steps to match GHN (mean curve) |",
+        lines += [f"## {space} (build {res['build_kwargs']}, GHN {res['ghn']})", ""]
+        if "final_gap_mean" in s:
+            med = s["median_steps_to_match_ghn_start"]
+            lines += [f"Random init reaches the GHN start in {s['n_reached']} of {len(res['archs'])} architectures "
+                      f"within the run (median {'-' if med is None else med} steps; per architecture "
+                      f"{s['steps_to_match_ghn_start']}); final gap GHN minus random "
+                      f"{s['final_gap_mean']:+.2f} points (per architecture "
+                      f"{', '.join(f'{g:+.2f}' for g in s['final_gaps'])}).", ""]
+        lines += ["| step | GHN init acc (%) | random init acc (%) | random steps to match GHN (mean curve) |",
                   "| ---: | ---: | ---: | ---: |"]
         for i, st in enumerate(s["steps"]):
             m = s["mean_steps_to_match_mean_curve"][str(st)]
@@ -165,7 +207,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                     label=f"{'GHN' if init == 'ghn' else 'random'} init (mean)")
         ax.set_title(f"{space}: {len(res['archs'])} architectures")
         ax.set_xlabel("SGD steps")
-        ax.set_ylabel("validation accuracy (%)")
+        ax.set_ylabel("test accuracy (%)" if res.get("eval_split") == "test" else "validation accuracy (%)")
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -183,11 +225,14 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def load_data(data: str, root: str | None, val_images: int, train_images: int | None, device: str):
+def load_data(data: str, root: str | None, val_images: int, train_images: int | None, device: str,
+              eval_split: str = "test"):
+    """Training images (the ``train`` split, optionally a seeded subset) and ``val_images``
+    evaluation images from ``eval_split`` (``'test'``: CIFAR-10 test images)."""
     from ghnas import data as gdata
 
     tr = gdata.load(data, root=root, split="train", seed=0)
-    va = gdata.load(data, root=root, split="val", seed=0)
+    va = gdata.load(data, root=root, split=eval_split, seed=0)
     if train_images:
         tr = tr.subset(min(train_images, len(tr)), seed=0)
     va = va.subset(min(val_images, len(va)), seed=0)
@@ -196,58 +241,90 @@ def load_data(data: str, root: str | None, val_images: int, train_images: int | 
     return tr, va
 
 
+DEFAULT_GHN = {"nb201": "ghnas-nb201-cifar10", "darts": "ghnas-darts-cifar10"}
+STANDARD_SIZES = {"nb201": "C=16,N=5", "darts": "C=16,layers=8"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    from _ghnbench import CACHE_ROOT, JsonlCache, file_digest, never_trained, resolve_ghn_source
+
+    from ghnas.metatrain import MetaTrainConfig, _ArchPool
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ghn", required=True, help="GHN (name or path) for the first space, or for all")
+    ap.add_argument("--ghn", default=None, help="GHN for NB201 (name, run folder or checkpoint in a run folder; "
+                    "default the shipped one), or for every space")
     ap.add_argument("--ghn-darts", default=None, help="GHN for DARTS when it differs from --ghn")
     ap.add_argument("--spaces", default="nb201,darts")
+    ap.add_argument("--size-nb201", default=STANDARD_SIZES["nb201"])
+    ap.add_argument("--size-darts", default=STANDARD_SIZES["darts"])
     ap.add_argument("--n-archs", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--eval-every", type=int, default=25)
+    ap.add_argument("--epochs", type=float, default=1.0, help="fine-tuning length in passes over the training images")
+    ap.add_argument("--steps", type=int, default=None, help="fine-tuning length in SGD steps (overrides --epochs)")
+    ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.025)
     ap.add_argument("--bn-mode", default="eval", choices=["eval", "batch"])
     ap.add_argument("--data", default="cifar10")
     ap.add_argument("--data-root", default=str(REPO.parent / "shared/data/cifar10"))
-    ap.add_argument("--val-images", type=int, default=2000)
+    ap.add_argument("--eval-split", default="test", choices=["test", "val"])
+    ap.add_argument("--val-images", type=int, default=2000, help="evaluation images (from --eval-split)")
     ap.add_argument("--train-images", type=int, default=None, help="train on a subset (default: all)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--name", default="warm_start")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/warm_start")
+    ap.add_argument("--cache", type=Path, default=CACHE_ROOT / "warm_start" / "cache.jsonl")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: 1 arch, 6 steps on 512 images, 200 test images, small sizes")
     args = ap.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.quick:
+        args.n_archs, args.steps, args.eval_every, args.train_images, args.val_images = 1, 6, 3, 512, 200
+        args.size_nb201, args.size_darts, args.name = "C=8,N=1", "C=8,layers=5", "quick_" + args.name
+    sizes = {"nb201": args.size_nb201, "darts": args.size_darts}
     spaces = [s.strip() for s in args.spaces.split(",") if s.strip()]
     t0 = time.time()
-    train_data, val_data = load_data(args.data, args.data_root, args.val_images, args.train_images, args.device)
-    print(f"data: {len(train_data)} train / {len(val_data)} val images ({time.time() - t0:.1f}s)", flush=True)
+    train_data, val_data = load_data(args.data, args.data_root, args.val_images, args.train_images, args.device,
+                                     args.eval_split)
+    print(f"data: {len(train_data)} train / {len(val_data)} {args.eval_split} images ({time.time() - t0:.1f}s)",
+          flush=True)
+    cache = JsonlCache(args.cache)
+    epochs = None if args.steps else args.epochs
     results: dict[str, Any] = {}
     for space in spaces:
-        ghn = args.ghn_darts if (space == "darts" and args.ghn_darts) else args.ghn
-        sp = search_spaces.get(space)
-        archs = sp.sample_many(args.n_archs, seed=args.seed, unique=True)
-        bk = dict(PROXY_BUILD_KWARGS.get(space, {}))
-        recs = compare_inits(space, archs, ghn, train_data, val_data, steps=args.steps,
+        ghn = (args.ghn_darts if space == "darts" and args.ghn_darts else args.ghn) or DEFAULT_GHN[space]
+        src = resolve_ghn_source(ghn)
+        cfg = MetaTrainConfig.from_dict(src.config)
+        if cfg.space != space:
+            raise SystemExit(f"GHN {ghn} was meta-trained on {cfg.space!r}, not {space!r}; use --ghn-darts")
+        archs, found = never_trained(_ArchPool(cfg), cfg, args.n_archs, args.seed)
+        bk = {k: int(v) for k, v in (kv.split("=") for kv in sizes[space].split(","))}
+        recs = compare_inits(space, archs, str(src.path), train_data, val_data, steps=args.steps, epochs=epochs,
                              eval_every=args.eval_every, build_kwargs=bk, seed=args.seed,
                              train_kwargs={"batch_size": args.batch_size, "lr": args.lr},
-                             bn_mode=args.bn_mode, device=args.device, progress=True)
-        results[space] = {"ghn": str(ghn), "build_kwargs": bk, "archs": recs, "summary": summarise(recs)}
+                             bn_mode=args.bn_mode, device=args.device, progress=True, cache=cache,
+                             ghn_key=file_digest(src.path))
+        results[space] = {"ghn": src.label, "ghn_steps": src.step, "build_kwargs": bk, "arch_sources": found,
+                          "eval_split": args.eval_split, "archs": recs, "summary": summarise(recs)}
         s = results[space]["summary"]
         print(f"{space}: GHN start {s['mean_acc']['ghn'][0]:.2f}% vs random {s['mean_acc']['random'][0]:.2f}%; "
-              f"random steps to match the GHN start: {s['steps_to_match_ghn_start']}", flush=True)
-    meta = dict(n_archs=args.n_archs, seed=args.seed, steps=args.steps, eval_every=args.eval_every,
+              f"random steps to match the GHN start: {s['steps_to_match_ghn_start']}; final gap "
+              f"{s['final_gap_mean']:+.2f}", flush=True)
+    last = next(iter(results.values()))["summary"]["steps"][-1] if results else 0
+    meta = dict(n_archs=args.n_archs, seed=args.seed, steps=last, epochs=epochs, eval_every=args.eval_every,
                 batch_size=args.batch_size, lr=args.lr, bn_mode=args.bn_mode, val_images=len(val_data),
-                train_images=len(train_data), data=args.data, device=args.device,
+                eval_split=args.eval_split, train_images=len(train_data), data=args.data, device=args.device,
                 threads=torch.get_num_threads(), torch=torch.__version__,
                 machine=f"{platform.machine()}, {os.cpu_count()} CPU cores",
+                command="python benchmarks/bench_warm_start.py " + " ".join(sys.argv[1:] if argv is None else argv),
                 seconds=time.time() - t0)
     args.out.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out / f"{args.name}.json", json.dumps({"settings": meta, "results": results}, indent=1,
                                                             default=lambda o: None if isinstance(o, float) and not math.isfinite(o) else str(o)))
-    write_atomic(args.out / f"{args.name}.md", markdown(results, meta))
+    write_atomic(args.out / f"{args.name}.md", markdown(results, meta) + f"\nCommand: `{meta['command']}`\n")
     plot(results, args.out / f"{args.name}.png")
     print(f"wrote {args.out / (args.name + '.json')}, .md and .png", flush=True)
     return 0

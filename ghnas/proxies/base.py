@@ -156,7 +156,8 @@ _REGISTRY: dict[str, Callable[..., Proxy]] = {}
 # extra files, like a GHN checkpoint); the module registers itself on import
 #: the name of each space's default aggregate (resolved with the space, see get_proxy)
 ZERO_SHOT = "zero-shot"
-_LAZY: dict[str, str] = {"ghn": "ghnas.proxies.ghn", "ghn_acc": "ghnas.proxies.ghn"}
+_LAZY: dict[str, str] = {"ghn": "ghnas.proxies.ghn", "ghn_acc": "ghnas.proxies.ghn",
+                         "ghn_finetune": "ghnas.proxies.ghn_finetune"}
 
 
 def register_proxy(name: str, cls: Callable[..., Proxy] | None = None, *, overwrite: bool = False):

@@ -1,0 +1,112 @@
+"""The GHN benchmarks' logic: dev-set halves, snapshot discovery, the replay of a run's
+training architectures, and the proxy-curve scores equal the GHN proxy's."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import search_spaces
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _module(name: str):
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def gb():
+    return _module("_ghnbench")
+
+
+def test_dev_halves_are_even_and_odd_rows(gb, tmp_path):
+    sp = search_spaces.get("nb201")
+    archs = sp.sample_many(9, seed=3)
+    path = tmp_path / "dev.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arch", "test_acc"])
+        for i, a in enumerate(archs):
+            w.writerow([a, 90 + i])
+    tune = gb.dev_half("nb201", "tune", path, "arch", "test_acc")
+    report = gb.dev_half("nb201", "report", path, "arch", "test_acc")
+    assert list(tune.values()) == [90, 92, 94, 96, 98] and list(report.values()) == [91, 93, 95, 97]
+    assert list(tune) == [sp.validate(a) for a in archs[0::2]]
+    sub = gb.dev_half("nb201", "tune", path, "arch", "test_acc", max_archs=3)
+    assert len(sub) == 3 and set(sub) <= set(tune)
+    assert sub == gb.dev_half("nb201", "tune", path, "arch", "test_acc", max_archs=3)  # fixed subsample
+    with pytest.raises(ValueError, match="unknown dev-set half 'train'"):
+        gb.dev_half("nb201", "train", path, "arch", "test_acc")
+
+
+def test_snapshot_discovery(gb, tmp_path):
+    for name in ("ghn_step1000.pt", "ghn_step250.pt", "ghn_step500.pt", "ghn.pt", "ghn_best.pt", "ghn_step5.pt.tmp"):
+        (tmp_path / name).write_bytes(b"")
+    assert [s for s, _ in gb.discover_snapshots(tmp_path)] == [250, 500, 1000]
+    assert [s for s, _ in gb.discover_snapshots(tmp_path, every=500)] == [500, 1000]
+    assert [s for s, _ in gb.discover_snapshots(tmp_path, max_step=500, last=1)] == [500]
+    with pytest.raises(FileNotFoundError):
+        gb.discover_snapshots(tmp_path / "missing")
+
+
+def test_replay_matches_the_architectures_meta_training_draws(gb):
+    from ghnas.ghn import GHN2
+    from ghnas.metatrain import MetaTrainConfig, _ArchPool, _StepInputs, resolve_sizes
+
+    cfg = MetaTrainConfig(space="nb201", data="sample", steps=4, meta_batch=3, sizes="C=4,N=1@1;C=4,N=2@1",
+                          eval_archs=5, hid=8, max_shape=(8, 8, 3, 3), seed=3)
+    pool = _ArchPool(cfg)
+    train, evals = resolve_sizes(cfg, "nb201", {}, pool.cost)
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, sizes=tuple(train), eval_sizes=tuple(evals))
+    inputs = _StepInputs(pool, cfg, GHN2(hid=8, max_shape=(8, 8, 3, 3)).shape_enc, 10)
+    drawn = {pool.space.hash(a) for i in range(cfg.steps) for a in inputs[i][1]}
+    assert gb.trained_hashes(pool, cfg, cfg.steps) == drawn
+    archs, found = gb.never_trained(pool, cfg, 8, seed=0)
+    assert archs[:5] == pool.heldout and found["run_heldout"] == 5 and found["fresh_unseen"] == 3
+    assert not {pool.space.hash(a) for a in archs} & drawn
+    assert len({pool.space.hash(a) for a in archs}) == 8
+
+
+def test_curve_scores_equal_the_ghn_proxy(random_ghn):
+    import ghnas.data
+    from ghnas.ghn import load_ghn
+    from ghnas.proxies import load_batches
+    from ghnas.proxies.ghn import GHNProxy
+
+    curve = _module("ghn_proxy_curve")
+    sp = search_spaces.get("nb201")
+    archs = sp.sample_many(3, seed=1, unique=True)
+    build = {"C": 4, "N": 1}
+    data = ghnas.data.load("sample")
+    ghn = load_ghn(random_ghn)
+    nets = curve.Networks(sp, archs, build)
+    x, y = curve.image_batch(data, 300, seed=2)
+    cache = _module("_ghnbench").JsonlCache(Path(random_ghn).parent / "c.jsonl")
+    recs = curve.score_snapshot(ghn, "d", nets, archs, x, y, 2, build, cache)
+    for metric in ("acc", "neg_loss"):
+        for n in (100, 200):
+            ours = curve.base_vector(recs, archs, metric, n)
+            ref = GHNProxy(ghn=ghn, metric=metric).score_archs(archs, sp, load_batches(data, n, seed=2), build, seed=2)
+            assert ours == pytest.approx(ref, abs=1e-5)
+    again = curve.score_snapshot(ghn, "d", nets, archs, x, y, 2, build,
+                                 _module("_ghnbench").JsonlCache(Path(random_ghn).parent / "c.jsonl"))
+    assert again == recs  # served from the cache file
+
+
+def test_rank_mean_puts_nan_last():
+    curve = _module("ghn_proxy_curve")
+    r = curve.rank_mean([np.array([1.0, np.nan, 3.0]), np.array([3.0, 2.0, 1.0])])
+    assert r.tolist() == [2.5, 1.5, 2.0]
