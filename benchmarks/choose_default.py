@@ -121,9 +121,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="bench_proxies' summary.json with the size chosen per proxy (default: benchmarks/results)")
     ap.add_argument("--max-s-per-arch", type=float, default=0.45)
     ap.add_argument("--min-gain", type=float, default=0.01, help="smallest tau gain that adds a member")
+    ap.add_argument("--limit", type=int, default=None, help="use the first N rows of the dev set")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     archs, truth, _ = read_rows(args.space, args.shared)
+    if args.limit:  # the first rows only (what bench_proxies --limit scored); halves as before
+        archs, truth = archs[:args.limit], truth[:args.limit]
     truth = np.asarray(truth)
     summary = args.summary or REPO / "benchmarks" / "results" / f"proxies_{args.space}" / "summary.json"
     sizes = json.loads(args.sizes) if args.sizes else {
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     tune, rep = list(range(0, len(archs), 2)), list(range(1, len(archs), 2))
     ghn_labels = set(extra)
     zero_cost = [m for m in cols if m not in ghn_labels]
-    result: dict = {"space": args.space, "n_tuning": len(tune), "n_reporting": len(rep),
+    result: dict = {"space": args.space, "rows": len(archs), "n_tuning": len(tune), "n_reporting": len(rep),
                     "budget_s_per_arch": args.max_s_per_arch, "available": sorted(cols), "paths": {}}
     best = None
     for method in METHODS:

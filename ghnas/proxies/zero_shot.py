@@ -20,7 +20,7 @@ from .ensemble import Ensemble
 #: per space: (members, aggregation); see benchmarks/results/default_<space>/README.md
 DEFAULTS: dict[str, tuple[tuple[str, ...], str]] = {
     "nb201": (("meco",), "mean"),
-    "darts": (("params",), "mean"),
+    "darts": (("l2_norm", "az_progressivity"), "log_rank"),
 }
 
 
