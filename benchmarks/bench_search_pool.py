@@ -41,7 +41,8 @@ def pick(cols: dict, members: list[str], method: str, idx: np.ndarray) -> int:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", choices=sorted(SPACES), required=True)
-    ap.add_argument("--cache-dir", type=Path, required=True)
+    ap.add_argument("--cache-dir", type=Path, default=None,
+                    help="per-architecture score caches (default benchmarks/results/proxy_scores/<space>)")
     ap.add_argument("--shared", type=Path, default=REPO.parent)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--budget", type=int, default=100)
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--extra", action="append", default=[], metavar="LABEL=FILE")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args(argv)
+    if args.cache_dir is None:
+        args.cache_dir = REPO / "benchmarks" / "results" / "proxy_scores" / args.space
     archs, truth, _ = read_rows(args.space, args.shared)
     if args.limit:
         archs, truth = archs[:args.limit], truth[:args.limit]

@@ -48,7 +48,7 @@ def load_columns(space: str, cache_dir: Path, archs: list[str], sizes: dict[str,
     files = sorted(cache_dir.glob("*__s0.jsonl"))
     for f in files:
         proxy, size, _ = f.name[:-len(".jsonl")].split("__")
-        if sizes.get(proxy, size) != size:
+        if proxy.startswith("ghn") or sizes.get(proxy, size) != size:  # GHN scores come in via ``extra``
             continue
         got = read_cache(f)
         if not all(a in got for a in archs):
@@ -112,7 +112,8 @@ def report(cols: dict[str, dict], members: list[str], idx: list[int], truth: np.
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", choices=sorted(SPACES), required=True)
-    ap.add_argument("--cache-dir", type=Path, required=True)
+    ap.add_argument("--cache-dir", type=Path, default=None,
+                    help="per-architecture score caches (default benchmarks/results/proxy_scores/<space>)")
     ap.add_argument("--shared", type=Path, default=REPO.parent, help="folder holding shared/")
     ap.add_argument("--sizes", default=None, help="JSON {proxy: size} (default: bench_proxies' choices)")
     ap.add_argument("--ghn-cache", action="append", default=[], metavar="LABEL=FILE",
@@ -124,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, default=None, help="use the first N rows of the dev set")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.cache_dir is None:
+        args.cache_dir = REPO / "benchmarks" / "results" / "proxy_scores" / args.space
     archs, truth, _ = read_rows(args.space, args.shared)
     if args.limit:  # the first rows only (what bench_proxies --limit scored); halves as before
         archs, truth = archs[:args.limit], truth[:args.limit]
