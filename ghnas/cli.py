@@ -432,7 +432,9 @@ def cmd_meta_train(args) -> int:
             given[f.name] = v
     if args.mt_archset and not Path(args.mt_archset).is_file():
         raise CLIError(f"architecture dataset {args.mt_archset!r} does not exist")
-    if args.resume:
+    # the one resume rule of every long command: the same --out folder continues its run
+    # (other settings are refused by meta_train); --resume says so explicitly
+    if args.resume or (Path(args.out) / "state.pt").exists():
         res = meta_train(args.out, None, resume=True, progress=not args.quiet, **given)
     else:
         try:

@@ -141,8 +141,11 @@ def test_meta_train_and_resume(capsys, tmp_path):
     assert cfg["steps"] == 2 and cfg["hid"] == 8 and cfg["max_shape"] == [8, 8, 3, 3]
     assert cfg["build_kwargs"] == {"C": 4, "N": 1} and cfg["amp"] is False
     assert (out / "ghn.pt").exists()
-    # running again without --resume refuses to overwrite
-    assert_user_error(capsys, "meta-train", "--out", out, "--steps", 2, *common, match="--resume")
+    # the same folder with the same settings continues (nothing left to do); other settings are refused
+    code, stdout, _ = run(capsys, "meta-train", "--out", out, "--steps", 2, *common)
+    assert code == 0 and "2 steps" in stdout
+    assert_user_error(capsys, "meta-train", "--out", out, "--steps", 2, *common, "--lr", 0.5,
+                      match="different settings")
     code, stdout, _ = run(capsys, "meta-train", "--out", out, "--resume", "--steps", 3, "-q")
     assert code == 0 and "3 steps" in stdout
     # the meta-trained GHN plugs into search, with the sizes from its config.json

@@ -27,8 +27,9 @@ class PredictedEval:
 def logits(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """``model(x)`` with ``params`` in place of its own parameters (differentiable in
     ``params``); the first tensor when the model returns several (auxiliary heads)."""
-    out = functional_call(model, dict(params), (x,), strict=False)
-    return out[0] if isinstance(out, (tuple, list)) else out
+    from .._util import first_tensor
+
+    return first_tensor(functional_call(model, dict(params), (x,), strict=False), "the network")
 
 
 @torch.no_grad()

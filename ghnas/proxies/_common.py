@@ -124,7 +124,10 @@ def count_distinct_rows(bits: torch.Tensor) -> int:
 
 
 def first_tensor(output: Any) -> torch.Tensor | None:
-    """A module output's tensor: itself, or the first tensor of a tuple/list (else None)."""
+    """A module output's tensor: itself, or the first tensor of a tuple/list (else None).
+
+    Not :func:`ghnas._util.first_tensor`: this reads the outputs of every inner module in
+    forward hooks, where "no tensor" is normal (skip the module), not an error."""
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, (tuple, list)):
