@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 
 from ._common import batch_or_gaussian, first_tensor, kaiming_fan_in_init, seeded
-from .base import Batch, Proxy, model_device, register_proxy, scratch_copy
+from .base import Batch, Proxy, model_device, register_proxy, scratch_copy, forward_hooks
 from .ensemble import Ensemble
 from .size import count_flops
 
@@ -149,8 +149,7 @@ def az_statistics(model: nn.Module, batch_size: int = 64, input_shape: Sequence[
             raise ValueError(f"AZ-NAS: block {type(mod).__name__} returned no tensor")
         feats.append(t)
 
-    handles = [b.register_forward_hook(hook) for b in blocks]
-    try:
+    with forward_hooks(blocks, hook):
         with seeded(seed, model_device(net)):
             if init:
                 kaiming_fan_in_init(net)
@@ -159,9 +158,6 @@ def az_statistics(model: nn.Module, batch_size: int = 64, input_shape: Sequence[
             entropies = np.array([feature_entropy(f) for f in feats])
             train_scores = [block_trainability(feats[i - 1], feats[i])
                             for i in reversed(range(1, len(feats)))]
-    finally:
-        for h in handles:
-            h.remove()
     expressivity = float(np.sum(entropies))
     progressivity = float(np.min(entropies[1:] - entropies[:-1])) if len(entropies) > 1 else math.nan
     trainability = float(np.mean(train_scores)) if train_scores else math.nan

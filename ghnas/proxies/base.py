@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import abc
+import contextlib
 import copy
 import hashlib
 import importlib
@@ -305,3 +306,15 @@ def prepare_for_grads(model: nn.Module, batches: Sequence[Batch] | None,
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of the model's logits (the loss of every gradient proxy)."""
     return nn.functional.cross_entropy(logits_of(model(x)), y)
+
+
+@contextlib.contextmanager
+def forward_hooks(modules: Iterable[nn.Module], hook: Callable[..., Any]):
+    """``hook`` as a forward hook of every module in ``modules`` while the block runs;
+    removed afterwards, also when the block raises."""
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .base import Batch, Proxy, cross_entropy, prepare_for_grads, register_proxy, weighted_layers
+from .base import Batch, Proxy, cross_entropy, prepare_for_grads, register_proxy, weighted_layers, forward_hooks
 
 __all__ = ["Fisher"]
 
@@ -50,13 +50,9 @@ class Fisher(Proxy):
                 act = out.detach()
                 out.register_hook(lambda g, layer=layer, act=act: accumulate(layer, act, g.detach()))
 
-        handles = [m.register_forward_hook(forward_hook) for m in layers]
-        try:
+        with forward_hooks(layers, forward_hook):
             loss = cross_entropy(net, x, y)
             # the gradient w.r.t. each weight needs the one w.r.t. the layer's output,
             # which fires the tensor hooks
             torch.autograd.grad(loss, weights, allow_unused=True)
-        finally:
-            for h in handles:
-                h.remove()
         return float(sum(totals.values()))

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from ._common import first_tensor
-from .base import Batch, Proxy, one_batch, register_proxy, scratch_copy
+from .base import Batch, Proxy, one_batch, register_proxy, scratch_copy, forward_hooks
 
 __all__ = ["MeCo", "min_eig_corr"]
 
@@ -66,12 +66,8 @@ class MeCo(Proxy):
             # computed now: a later in-place op (ReLU(inplace=True)) may overwrite ``out``
             values.append(min_eig_corr(t[0].reshape(t.shape[1], -1)))
 
-        handles = [m.register_forward_hook(hook) for m in net.modules()]
-        try:
+        with forward_hooks(net.modules(), hook):
             with torch.no_grad():
                 net(x)
-        finally:
-            for h in handles:
-                h.remove()
         finite = [v for v in values if math.isfinite(v)]
         return float(sum(finite)) if finite else math.nan

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .base import Batch, Proxy, logits_of, one_batch, register_proxy, scratch_copy
+from .base import Batch, Proxy, logits_of, one_batch, register_proxy, scratch_copy, forward_hooks
 
 __all__ = ["NASWOT", "JacobCov", "hamming_kernel"]
 
@@ -58,13 +58,9 @@ class NASWOT(Proxy):
             # with inplace=True the input already holds relu(x); (relu(x) > 0) == (x > 0)
             K = K + hamming_kernel(inp[0].detach() > 0)
 
-        handles = [m.register_forward_hook(hook) for m in relus]
-        try:
+        with forward_hooks(relus, hook):
             with torch.no_grad():
                 net(x)
-        finally:
-            for h in handles:
-                h.remove()
         _, logabsdet = torch.linalg.slogdet(K.cpu())
         return float(logabsdet)
 

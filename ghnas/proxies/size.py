@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .base import Batch, Proxy, logits_of, model_device, register_proxy, scratch_copy
+from .base import Batch, Proxy, logits_of, model_device, register_proxy, scratch_copy, forward_hooks
 
 __all__ = ["Params", "Flops", "count_flops"]
 
@@ -75,15 +75,11 @@ def count_flops(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32),
         kinds += (nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.modules.pooling._AvgPoolNd,
                   nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
                   nn.modules.pooling._AdaptiveMaxPoolNd)
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, kinds)]
-    try:
+    with forward_hooks((m for m in net.modules() if isinstance(m, kinds)), hook):
         dtype = next((p.dtype for p in net.parameters()), torch.float32)
         x = torch.zeros((1, *input_shape), device=model_device(net), dtype=dtype)
         with torch.no_grad():
             logits_of(net(x))
-    finally:
-        for h in handles:
-            h.remove()
     return total
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from ._common import count_distinct_rows, gaussian_init, relu_modules, seeded
-from .base import Batch, Proxy, model_device, one_batch, register_proxy, scratch_copy
+from .base import Batch, Proxy, model_device, one_batch, register_proxy, scratch_copy, forward_hooks
 
 __all__ = ["SWAP", "count_patterns"]
 
@@ -76,9 +76,8 @@ class SWAP(Proxy):
             if inp and isinstance(inp[0], torch.Tensor) and inp[0].dim() == 4:
                 feats.append((out.detach() > 0).reshape(out.shape[0], -1))
 
-        handles = [m.register_forward_hook(hook) for m in relus]
         counts: list[int] = []
-        try:
+        with forward_hooks(relus, hook):
             with seeded(self.seed, model_device(net)), torch.no_grad():
                 # without re-initialisation every repeat would see the same network
                 for _ in range(self.repeats if self.gaussian_init else 1):
@@ -89,7 +88,4 @@ class SWAP(Proxy):
                     if not feats:
                         raise ValueError("swap found no nn.ReLU applied to a 4-d feature map in this model")
                     counts.append(count_distinct_rows(torch.cat(feats, dim=1).T))
-        finally:
-            for h in handles:
-                h.remove()
         return float(sum(counts) / len(counts)) * self.regular_factor(model)

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from ._common import count_distinct_rows, relu_modules
-from .base import Batch, Proxy, logits_of, one_batch, register_proxy, scratch_copy
+from .base import Batch, Proxy, logits_of, one_batch, register_proxy, scratch_copy, forward_hooks
 from .ensemble import Ensemble
 
 __all__ = ["NTKCondition", "LinearRegions", "ntk_condition_number", "count_linear_regions"]
@@ -95,13 +95,9 @@ class LinearRegions(Proxy):
             if inp and isinstance(inp[0], torch.Tensor) and inp[0].dim() == 4:
                 feats.append((out.detach() > 0).reshape(out.shape[0], -1))
 
-        handles = [m.register_forward_hook(hook) for m in relus]
-        try:
+        with forward_hooks(relus, hook):
             with torch.no_grad():
                 net(x)
-        finally:
-            for h in handles:
-                h.remove()
         if not feats:
             raise ValueError("linear_regions found no nn.ReLU applied to a 4-d feature map in this model")
         return float(count_distinct_rows(torch.cat(feats, dim=1)))
