@@ -657,11 +657,6 @@ def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None
     Returns:
         a :class:`MetaTrainResult`.
     """
-    from tqdm.auto import tqdm
-
-    import ghnas.data
-    from ghnas.ghn import GHN2, save_ghn
-
     out = Path(out_dir)
     cfg = config or MetaTrainConfig()
     if overrides:
@@ -692,7 +687,21 @@ def meta_train(out_dir: str | os.PathLike, config: MetaTrainConfig | None = None
                              + ", ".join(f"{k}: saved {saved.to_dict()[k]!r} vs {cfg.to_dict()[k]!r}"
                                          for k in sorted(diff)))
     pool.cfg = cfg
-    out.mkdir(parents=True, exist_ok=True)
+    from ghnas._io import RunFolder
+
+    # one run at a time in a folder: a second process (resuming the same run) is refused
+    with RunFolder(out, "meta-train", {k: v for k, v in cfg.to_dict().items() if k not in _RESUMABLE_CHANGES}):
+        return _train(out, cfg, pool, state, device, amp, progress)
+
+
+def _train(out: Path, cfg: MetaTrainConfig, pool: "_ArchPool", state: dict[str, Any] | None,
+           device: torch.device, amp: bool, progress: bool) -> MetaTrainResult:
+    from tqdm.auto import tqdm
+
+    import ghnas.data
+    from ghnas.ghn import GHN2, save_ghn
+
+    state_path = out / STATE_FILE
     atomic_write_text(out / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
 
     if cfg.data == "sample":
