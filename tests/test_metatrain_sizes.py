@@ -133,3 +133,31 @@ def test_one_evaluator_for_meta_training_and_the_ghn_proxy(monkeypatch):
     pool = _ArchPool(MetaTrainConfig(space="nb201", data="sample", build_kwargs={"C": 4, "N": 1}, eval_archs=0))
     res = evaluate_ghn(ghn, pool, archs, ghnas.data.load("sample").subset(40), torch.device("cpu"), batch=20)
     assert len(calls) == 4 and 0 <= res["acc_mean"] <= 1
+
+
+def test_a_second_process_cannot_train_the_same_run(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    from ghnas.errors import InputError
+
+    run = tmp_path / "run"
+    cfg = MetaTrainConfig(steps=1, eval_every=0, **{**TINY, "sizes": "fixed", "build_kwargs": {"C": 4, "N": 1}})
+    # another process holds the folder's lock (as a running meta-train does)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, os, sys, time
+        os.makedirs({str(run)!r}, exist_ok=True)
+        fd = os.open(os.path.join({str(run)!r}, ".lock"), os.O_CREAT | os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        print("locked", flush=True)
+        time.sleep(30)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(InputError):
+            meta_train(run, cfg, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert meta_train(run, cfg, progress=False).step == 1  # free again once the holder is gone
