@@ -4,11 +4,11 @@ For each seed, ``--budget`` distinct architectures are drawn from the reporting 
 rows) of the space's dev set, ranked by a proxy or aggregate over exactly that drawn set (as
 ``ghnas.search(strategy='random')`` ranks its whole set), and the accuracy of the pick is
 recorded. Scores come from the per-architecture caches of ``benchmarks/bench_proxies.py``
-(and GHN-proxy caches given with ``--extra``), which is what ``ghnas.search`` would compute:
+(and GHN-proxy rows chosen with ``--ghn``), which is what ``ghnas.search`` would compute:
 every proxy scores an architecture deterministically from ``(seed, arch)``.
 
-    python benchmarks/bench_search_pool.py --space nb201 --cache-dir runs/bench_proxies/nb201
-    python benchmarks/bench_search_pool.py --space darts --cache-dir runs/bench_proxies/darts --limit 200
+    python benchmarks/bench_search_pool.py --space nb201 --ghn ghn@proxy=ghn
+    python benchmarks/bench_search_pool.py --space darts --limit 200 --budget 50
 
 Writes ``benchmarks/results/search_pool_<space>.{json,md}``.
 """
@@ -41,25 +41,25 @@ def pick(cols: dict, members: list[str], method: str, idx: np.ndarray) -> int:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", choices=sorted(SPACES), required=True)
-    ap.add_argument("--cache-dir", type=Path, default=None,
-                    help="per-architecture score caches (default benchmarks/results/proxy_scores/<space>)")
+    ap.add_argument("--scores", type=Path, default=None,
+                    help="per-architecture scores (default benchmarks/results/proxy_scores/<space>.csv)")
     ap.add_argument("--shared", type=Path, default=REPO.parent)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--budget", type=int, default=100)
     ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--extra", action="append", default=[], metavar="LABEL=FILE")
+    ap.add_argument("--ghn", action="append", default=[], metavar="LABEL=PROXY",
+                    help="a GHN proxy's rows of the scores, e.g. ghn@proxy=ghn")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args(argv)
-    if args.cache_dir is None:
-        args.cache_dir = REPO / "benchmarks" / "results" / "proxy_scores" / args.space
+    if args.scores is None:
+        args.scores = REPO / "benchmarks" / "results" / "proxy_scores" / f"{args.space}.csv"
     archs, truth, _ = read_rows(args.space, args.shared)
     if args.limit:
         archs, truth = archs[:args.limit], truth[:args.limit]
     truth = np.asarray(truth)
     summary = REPO / "benchmarks" / "results" / f"proxies_{args.space}" / "summary.json"
     sizes = {p: d["chosen"] for p, d in json.loads(summary.read_text())["decision"].items()}
-    cols = load_columns(args.space, args.cache_dir, archs, sizes,
-                        {k: Path(v) for k, v in (x.split("=", 1) for x in args.extra)})
+    cols = load_columns(args.space, args.scores, archs, sizes, dict(x.split("=", 1) for x in args.ghn))
     members, method = DEFAULTS[args.space]
     at_proxy = {m.split("@")[0]: m for m in cols if m.endswith("@proxy")}
     scorers = {"zero-shot (default)": ([at_proxy[m] for m in members], method)}

@@ -32,8 +32,8 @@ every curve), ``<name>.md`` (tables) and ``<name>.png`` (curves).
 Usage::
 
     python benchmarks/bench_warm_start.py --quick                             # smoke test
-    python benchmarks/bench_warm_start.py --ghn /work/main/runs/ghn-nb201/ghn.pt \
-        --ghn-darts /work/main/runs/ghn-darts/ghn.pt --n-archs 5 --epochs 1 --device cuda
+    python benchmarks/bench_warm_start.py --ghn runs/ghn-nb201/ghn.pt \
+        --ghn-darts runs/ghn-darts/ghn.pt --n-archs 5 --epochs 1 --device cuda
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Reads the per-architecture scores that ``benchmarks/bench_proxies.py`` cached (one file per
 proxy, network size and image seed; seed 0 here) and, optionally, GHN-proxy scores cached
-by ``--ghn-cache`` files in the same format. On the TUNING half of the dev set (even row
+with ``--ghn`` (rows of the same table). On the TUNING half of the dev set (even row
 index) it grows an aggregate greedily: starting from the best single proxy, it adds the
 member that raises the aggregate's Kendall tau the most, for both aggregations (rank mean
 and AZ-NAS's log-rank), while the members' summed seconds per architecture stay within
@@ -10,8 +10,8 @@ and AZ-NAS's log-rank), while the members' summed seconds per architecture stay 
 then is the chosen aggregate scored once on the REPORTING half (odd rows), with and without
 the GHN proxy as a member, next to the best single proxies.
 
-    python benchmarks/choose_default.py --space nb201 --cache-dir runs/bench_proxies/nb201
-    python benchmarks/choose_default.py --space darts --cache-dir runs/bench_proxies/darts
+    python benchmarks/choose_default.py --space nb201 --ghn ghn@proxy=ghn
+    python benchmarks/choose_default.py --space darts --limit 200
 
 Writes ``benchmarks/results/default_<space>/{choice.json,README.md}``. The chosen member
 lists are what ``ghnas.proxies.zero_shot.DEFAULT_MEMBERS`` holds.
@@ -19,6 +19,7 @@ lists are what ``ghnas.proxies.zero_shot.DEFAULT_MEMBERS`` holds.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -40,30 +41,47 @@ from ghnas.proxies.ensemble import rank_aggregate  # noqa: E402
 METHODS = {"mean": lambda cols, hib: rank_aggregate(cols, hib, "mean"), "log_rank": log_rank_aggregate}
 
 
-def load_columns(space: str, cache_dir: Path, archs: list[str], sizes: dict[str, str],
-                 extra: dict[str, Path]) -> dict[str, dict]:
-    """``{member label: {'scores': [...], 'seconds': s/arch, 'hib': bool}}`` for every
-    cached proxy (at its chosen size) that scored every architecture."""
-    out: dict[str, dict] = {}
-    files = sorted(cache_dir.glob("*__s0.jsonl"))
-    for f in files:
+def read_scores(source: Path) -> dict[tuple[str, str], dict[str, tuple[float, float]]]:
+    """``{(proxy, size): {arch: (score, seconds)}}`` of image seed 0, from the committed
+    table ``benchmarks/results/proxy_scores/<space>.csv`` (columns proxy, size, seed, arch,
+    score, seconds) or from a folder of bench_proxies' ``<proxy>__<size>__s0.jsonl`` caches."""
+    out: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
+    if source.suffix == ".csv":
+        with open(source, newline="") as f:
+            for r in csv.DictReader(f):
+                if r["seed"] == "0":
+                    out.setdefault((r["proxy"], r["size"]), {})[r["arch"]] = (float(r["score"]), float(r["seconds"]))
+        return out
+    for f in sorted(source.glob("*__s0.jsonl")):
         proxy, size, _ = f.name[:-len(".jsonl")].split("__")
+        out[(proxy, size)] = read_cache(f)
+    return out
+
+
+def load_columns(space: str, source: Path, archs: list[str], sizes: dict[str, str],
+                 extra: dict[str, str]) -> dict[str, dict]:
+    """``{member label: {'scores': [...], 'seconds': s/arch, 'hib': bool}}`` for every
+    proxy of ``source`` (at its chosen size) that scored every architecture, plus the GHN
+    labels of ``extra`` (``{'ghn@proxy': 'ghn'}``: the rows of that proxy)."""
+    table = read_scores(source)
+    out: dict[str, dict] = {}
+
+    def column(proxy: str, size: str, got: dict[str, tuple[float, float]], hib: bool) -> dict:
+        return {"proxy": proxy, "size": size, "scores": [got[a][0] for a in archs],
+                "seconds": float(np.median([got[a][1] for a in archs])), "hib": hib}
+
+    for (proxy, size), got in table.items():
         if proxy.startswith("ghn") or sizes.get(proxy, size) != size:  # GHN scores come in via ``extra``
             continue
-        got = read_cache(f)
-        if not all(a in got for a in archs):
-            continue
-        out[f"{proxy}@{size}"] = {"proxy": proxy, "size": size, "scores": [got[a][0] for a in archs],
-                                  "seconds": float(np.median([got[a][1] for a in archs])),
-                                  "hib": get_proxy(proxy).higher_is_better}
-    for label, path in extra.items():
-        got = read_cache(path)
+        if all(a in got for a in archs):
+            out[f"{proxy}@{size}"] = column(proxy, size, got, get_proxy(proxy).higher_is_better)
+    for label, proxy in extra.items():
+        size = label.split("@")[-1]
+        got = table.get((proxy, size), {})
         missing = [a for a in archs if a not in got]
         if missing:
-            raise SystemExit(f"{path} lacks {len(missing)} of the dev set's architectures")
-        out[label] = {"proxy": label.split("@")[0], "size": label.split("@")[-1],
-                      "scores": [got[a][0] for a in archs],
-                      "seconds": float(np.median([got[a][1] for a in archs])), "hib": True}
+            raise SystemExit(f"{source} lacks {proxy} scores ({size}) of {len(missing)} dev architectures")
+        out[label] = column(proxy, size, got, True)
     return out
 
 
@@ -112,12 +130,13 @@ def report(cols: dict[str, dict], members: list[str], idx: list[int], truth: np.
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", choices=sorted(SPACES), required=True)
-    ap.add_argument("--cache-dir", type=Path, default=None,
-                    help="per-architecture score caches (default benchmarks/results/proxy_scores/<space>)")
+    ap.add_argument("--scores", type=Path, default=None,
+                    help="per-architecture scores: a table (default benchmarks/results/proxy_scores/<space>.csv) "
+                         "or a folder of bench_proxies caches")
     ap.add_argument("--shared", type=Path, default=REPO.parent, help="folder holding shared/")
     ap.add_argument("--sizes", default=None, help="JSON {proxy: size} (default: bench_proxies' choices)")
-    ap.add_argument("--ghn-cache", action="append", default=[], metavar="LABEL=FILE",
-                    help="GHN-proxy scores of every dev architecture (a score() cache file)")
+    ap.add_argument("--ghn", action="append", default=[], metavar="LABEL=PROXY",
+                    help="a GHN proxy's rows of the scores as a candidate member, e.g. ghn@proxy=ghn")
     ap.add_argument("--summary", type=Path, default=None,
                     help="bench_proxies' summary.json with the size chosen per proxy (default: benchmarks/results)")
     ap.add_argument("--max-s-per-arch", type=float, default=0.45)
@@ -125,8 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, default=None, help="use the first N rows of the dev set")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    if args.cache_dir is None:
-        args.cache_dir = REPO / "benchmarks" / "results" / "proxy_scores" / args.space
+    if args.scores is None:
+        args.scores = REPO / "benchmarks" / "results" / "proxy_scores" / f"{args.space}.csv"
     archs, truth, _ = read_rows(args.space, args.shared)
     if args.limit:  # the first rows only (what bench_proxies --limit scored); halves as before
         archs, truth = archs[:args.limit], truth[:args.limit]
@@ -134,8 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     summary = args.summary or REPO / "benchmarks" / "results" / f"proxies_{args.space}" / "summary.json"
     sizes = json.loads(args.sizes) if args.sizes else {
         p: d["chosen"] for p, d in json.loads(summary.read_text())["decision"].items()}
-    extra = dict(x.split("=", 1) for x in args.ghn_cache)
-    cols = load_columns(args.space, args.cache_dir, archs, sizes, {k: Path(v) for k, v in extra.items()})
+    extra = dict(x.split("=", 1) for x in args.ghn)
+    cols = load_columns(args.space, args.scores, archs, sizes, extra)
     tune, rep = list(range(0, len(archs), 2)), list(range(1, len(archs), 2))
     ghn_labels = set(extra)
     zero_cost = [m for m in cols if m not in ghn_labels]

@@ -18,7 +18,7 @@ in the table). ``SIZE@AxI`` in ``--sizes-<space>`` caps a size at A architecture
 images.
 
     python benchmarks/eval_shipped_ghns.py                                  # shipped GHNs
-    nice -n 10 python benchmarks/eval_shipped_ghns.py --ghn /work/main/runs/ghn-nb201/ghn_step1000.pt \\
+    nice -n 10 python benchmarks/eval_shipped_ghns.py --ghn runs/ghn-nb201/ghn_step1000.pt \\
         --name nb201_step1000 --threads 1
     python benchmarks/eval_shipped_ghns.py --quick                          # smoke test
 

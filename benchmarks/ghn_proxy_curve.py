@@ -31,11 +31,11 @@ next to today's default (``neg_loss``, 200 images) for reference. Nothing is cho
 Results go to ``benchmarks/results/ghn_proxy_curve/<run>_<half>.json``, ``.md`` and ``.png``;
 scores are cached per (snapshot weights, architecture, seed) in ``runs/bench_cache/``.
 
-    nice -n 10 python benchmarks/ghn_proxy_curve.py --run /work/main/runs/ghn-nb201 --half tune --every 500
-    nice -n 10 python benchmarks/ghn_proxy_curve.py --run /work/main/runs/ghn-nb201 --half report --every 500
+    nice -n 10 python benchmarks/ghn_proxy_curve.py --run runs/ghn-nb201 --half tune --every 500
+    nice -n 10 python benchmarks/ghn_proxy_curve.py --run runs/ghn-nb201 --half report --every 500
     # DARTS: a fixed subsample of each half for CPU time
-    nice -n 10 python benchmarks/ghn_proxy_curve.py --run /work/main/runs/ghn-darts --half tune --max-archs 120 --every 100
-    python benchmarks/ghn_proxy_curve.py --run /work/main/runs/ghn-nb201 --half tune --quick   # smoke test
+    nice -n 10 python benchmarks/ghn_proxy_curve.py --run runs/ghn-darts --half tune --max-archs 120 --every 100
+    python benchmarks/ghn_proxy_curve.py --run runs/ghn-nb201 --half tune --quick   # smoke test
 """
 from __future__ import annotations
 
