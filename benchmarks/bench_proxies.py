@@ -37,6 +37,7 @@ Usage (one space per process, 1 thread, in the background)::
     nohup python benchmarks/bench_proxies.py --space nb201 > runs/bench_proxies_nb201.log 2>&1 &
     nohup python benchmarks/bench_proxies.py --space darts --limit 200 --n-size 20 > runs/bench_proxies_darts.log 2>&1 &
     python benchmarks/bench_proxies.py --space darts --limit 200 --phases report   # tables from the caches
+    python benchmarks/bench_proxies.py --space darts --phases export   # caches -> proxy_scores/darts.csv
 
 (``--limit 200``: the first 200 rows of the NB301 file, for the CPU budget of the run
 committed here; drop it to use all 718.)
@@ -176,6 +177,23 @@ def run_job(space: str, proxy: str, size: str, seed: int, archs: list[str], imag
         score(part, space, prox, data, seed, bs, build, progress=False, cache=path, device="cpu")
     log(f"{space} {proxy} size={size} seed={seed}: {len(todo)} scored in {time.time() - t0:.1f}s "
         f"({(time.time() - t0) / len(todo):.3f} s/arch)")
+
+
+def export_scores(cache_dir: Path, path: Path) -> Path:
+    """Every cached score (all proxies, sizes and seeds, GHN rows included) as one table
+    ``proxy, size, seed, arch, score, seconds``: what git keeps of a run, and what
+    ``choose_default.py`` and ``bench_search_pool.py`` read."""
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["proxy", "size", "seed", "arch", "score", "seconds"])
+    for f in sorted(cache_dir.glob("*__*__s*.jsonl")):
+        proxy, size, seed = f.name[:-len(".jsonl")].split("__")
+        for arch, (value, secs) in sorted(read_cache(f).items()):
+            w.writerow([proxy, size, seed[1:], arch, repr(value), f"{secs:.4f}"])
+    write_atomic(path, buf.getvalue())
+    return path
 
 
 # --------------------------------------------------------------------------- statistics
@@ -449,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated, in order: proxy (tuning half at proxy size, seed 0), size "
                          "(other sizes on --n-size tuning archs), reporting (reporting half at the chosen "
                          "size, seed 0), fill (the other rows at the chosen size), seeds (all rows, the "
-                         "other --seeds), report (tables only)")
+                         "other --seeds), report (tables only), export (every cached score into the "
+                         "committed table benchmarks/results/proxy_scores/<space>.csv)")
     ap.add_argument("--proxies", default=",".join(PROXIES))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--limit", type=int, default=None,
@@ -530,8 +549,10 @@ def main(argv: list[str] | None = None) -> int:
                     report()
         elif phase == "report":
             report()
+        elif phase == "export":
+            log(f"wrote {export_scores(cache_dir, REPO / 'benchmarks/results/proxy_scores' / f'{space}.csv')}")
         else:
-            raise SystemExit(f"unknown phase {phase!r}; valid: proxy, size, reporting, fill, seeds, report")
+            raise SystemExit(f"unknown phase {phase!r}; valid: proxy, size, reporting, fill, seeds, report, export")
     log("done")
     return 0
 

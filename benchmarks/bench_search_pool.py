@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     cols = load_columns(args.space, args.scores, archs, sizes, dict(x.split("=", 1) for x in args.ghn))
     members, method = DEFAULTS[args.space]
     at_proxy = {m.split("@")[0]: m for m in cols if m.endswith("@proxy")}
-    scorers = {"zero-shot (default)": ([at_proxy[m] for m in members], method)}
+    scorers = {"zero-shot (default)": ([at_proxy[m.proxy] for m in members], method)}
     for m in sorted(cols):
         scorers[m] = ([m], "mean")
     report = np.arange(1, len(archs), 2)

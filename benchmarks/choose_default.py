@@ -41,29 +41,29 @@ from ghnas.proxies.ensemble import rank_aggregate  # noqa: E402
 METHODS = {"mean": lambda cols, hib: rank_aggregate(cols, hib, "mean"), "log_rank": log_rank_aggregate}
 
 
-def read_scores(source: Path) -> dict[tuple[str, str], dict[str, tuple[float, float]]]:
-    """``{(proxy, size): {arch: (score, seconds)}}`` of image seed 0, from the committed
+def read_scores(source: Path, seed: int = 0) -> dict[tuple[str, str], dict[str, tuple[float, float]]]:
+    """``{(proxy, size): {arch: (score, seconds)}}`` of image seed ``seed``, from the committed
     table ``benchmarks/results/proxy_scores/<space>.csv`` (columns proxy, size, seed, arch,
     score, seconds) or from a folder of bench_proxies' ``<proxy>__<size>__s0.jsonl`` caches."""
     out: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
     if source.suffix == ".csv":
         with open(source, newline="") as f:
             for r in csv.DictReader(f):
-                if r["seed"] == "0":
+                if r["seed"] == str(seed):
                     out.setdefault((r["proxy"], r["size"]), {})[r["arch"]] = (float(r["score"]), float(r["seconds"]))
         return out
-    for f in sorted(source.glob("*__s0.jsonl")):
+    for f in sorted(source.glob(f"*__s{seed}.jsonl")):
         proxy, size, _ = f.name[:-len(".jsonl")].split("__")
         out[(proxy, size)] = read_cache(f)
     return out
 
 
 def load_columns(space: str, source: Path, archs: list[str], sizes: dict[str, str],
-                 extra: dict[str, str]) -> dict[str, dict]:
+                 extra: dict[str, str], seed: int = 0) -> dict[str, dict]:
     """``{member label: {'scores': [...], 'seconds': s/arch, 'hib': bool}}`` for every
     proxy of ``source`` (at its chosen size) that scored every architecture, plus the GHN
     labels of ``extra`` (``{'ghn@proxy': 'ghn'}``: the rows of that proxy)."""
-    table = read_scores(source)
+    table = read_scores(source, seed)
     out: dict[str, dict] = {}
 
     def column(proxy: str, size: str, got: dict[str, tuple[float, float]], hib: bool) -> dict:
@@ -83,6 +83,25 @@ def load_columns(space: str, source: Path, archs: list[str], sizes: dict[str, st
             raise SystemExit(f"{source} lacks {proxy} scores ({size}) of {len(missing)} dev architectures")
         out[label] = column(proxy, size, got, True)
     return out
+
+
+def defaults_entry(members: list[str], method: str) -> str:
+    """The chosen members as ``zero_shot.DEFAULTS`` spells them: bench_proxies' settings
+    and batch size of each (seed 0), where they differ from the proxy's own."""
+    from bench_proxies import BATCH, DEFAULT_BATCH, SETTINGS
+
+    specs = []
+    for label in members:
+        name = label.split("@")[0]
+        p = get_proxy(name)
+        args = [repr(name)]
+        if SETTINGS.get(name):
+            args.append(repr(tuple(sorted(SETTINGS[name].items()))))
+        bs = BATCH.get(name, DEFAULT_BATCH)
+        if p.needs_data and bs != p.default_batch_size:
+            args.append(f"batch_size={bs}")
+        specs.append(f"Member({', '.join(args)})")
+    return f"(({', '.join(specs)},), {method!r})"
 
 
 def tau_of(cols: dict[str, dict], members: list[str], idx: list[int], truth: np.ndarray, method: str) -> float:
@@ -116,6 +135,21 @@ def greedy(cols: dict[str, dict], idx: list[int], truth: np.ndarray, method: str
     return path
 
 
+def seed_spread(args, archs: list[str], truth: np.ndarray, sizes: dict[str, str], members: list[str],
+                idx: list[int], method: str) -> dict[str, float]:
+    """Kendall tau of the chosen aggregate on ``idx`` for every image seed whose scores of
+    all members are in the table (``bench_proxies.py --phases seeds``)."""
+    out = {}
+    for seed in range(10):
+        try:
+            cols = load_columns(args.space, args.scores, archs, sizes, {}, seed=seed)
+        except SystemExit:
+            continue
+        if all(m in cols for m in members):
+            out[str(seed)] = tau_of(cols, members, idx, truth, method)
+    return out
+
+
 def report(cols: dict[str, dict], members: list[str], idx: list[int], truth: np.ndarray, method: str) -> dict:
     agg = np.asarray(METHODS[method]([[cols[m]["scores"][i] for i in idx] for m in members],
                                      [cols[m]["hib"] for m in members]))
@@ -139,7 +173,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="a GHN proxy's rows of the scores as a candidate member, e.g. ghn@proxy=ghn")
     ap.add_argument("--summary", type=Path, default=None,
                     help="bench_proxies' summary.json with the size chosen per proxy (default: benchmarks/results)")
-    ap.add_argument("--max-s-per-arch", type=float, default=0.45)
+    ap.add_argument("--costs", type=Path, default=None,
+                    help="bench_proxy_speed.py's <space>.json: each member's cost is its end-to-end "
+                         "s/arch there (default: the median s/arch recorded in the scores)")
+    ap.add_argument("--max-s-per-arch", type=float, default=0.45,
+                    help="budget of the members' summed s/arch (the target: 100 architectures in 60 s)")
     ap.add_argument("--min-gain", type=float, default=0.01, help="smallest tau gain that adds a member")
     ap.add_argument("--limit", type=int, default=None, help="use the first N rows of the dev set")
     ap.add_argument("--out", type=Path, default=None)
@@ -155,6 +193,17 @@ def main(argv: list[str] | None = None) -> None:
         p: d["chosen"] for p, d in json.loads(summary.read_text())["decision"].items()}
     extra = dict(x.split("=", 1) for x in args.ghn)
     cols = load_columns(args.space, args.scores, archs, sizes, extra)
+    # the default scores every member on one network (the caller's size, by default the
+    # proxy size), so members measured at another size cannot join it
+    cols = {k: v for k, v in cols.items() if k.endswith("@proxy")}
+    if args.costs is not None:
+        speed = json.loads(args.costs.read_text())["rows"]
+        for label, c in cols.items():
+            name = label.split("@")[0]
+            if name in speed and speed[name]["size"] == "proxy":
+                c["seconds"] = speed[name]["s_per_arch"]
+            elif c["proxy"] not in extra.values():
+                c["seconds"] = float("inf")  # unmeasured: not a candidate
     tune, rep = list(range(0, len(archs), 2)), list(range(1, len(archs), 2))
     ghn_labels = set(extra)
     zero_cost = [m for m in cols if m not in ghn_labels]
@@ -171,7 +220,8 @@ def main(argv: list[str] | None = None) -> None:
                 best = (method, path)
     method, path = best
     members = path[-1]["members"]
-    result["choice"] = {"method": method, "members": members, "tuning_kendall": path[-1]["tau"]}
+    result["choice"] = {"method": method, "members": members, "tuning_kendall": path[-1]["tau"],
+                        "defaults_entry": defaults_entry(members, method)}
     result["reporting"] = {"default": report(cols, members, rep, truth, method)}
     for key, p in result["paths"].items():
         if key.endswith("+ghn"):
@@ -181,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         for g in sorted(ghn_labels):
             result["reporting"][f"default + {g}"] = report(cols, members + [g], rep, truth, method)
             result["reporting"][g] = report(cols, [g], rep, truth, method)
+    result["reporting"]["default"]["kendall_by_seed"] = seed_spread(args, archs, truth, sizes, members, rep, method)
     singles = sorted(zero_cost, key=lambda m: -tau_of(cols, [m], tune, truth, "mean"))[:5]
     for m in singles:
         result["reporting"][m] = report(cols, [m], rep, truth, "mean")
@@ -197,6 +248,13 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {name} | {' + '.join(r['members'])} ({r['method']}) | {r['kendall']:.3f} "
                      f"[{r['kendall_ci'][0]:.3f}, {r['kendall_ci'][1]:.3f}] | {r['spearman']:.3f} | "
                      f"{r['top10']:.3f} | {r['s_per_arch']:.3f} |")
+    by_seed = result["reporting"]["default"]["kendall_by_seed"]
+    lines += ["", f"The default's reporting-half Kendall tau per image seed: "
+              + ", ".join(f"seed {k}: {v:.3f}" for k, v in by_seed.items())
+              + (f" (spread max - min {max(by_seed.values()) - min(by_seed.values()):.3f})" if len(by_seed) > 1 else
+                 " (other seeds not scored yet: `bench_proxies.py --phases seeds`)")]
+    lines += ["", "As `ghnas.proxies.zero_shot.DEFAULTS` holds it (each member with the settings and "
+              "batch it was measured with):", "", f"    {result['choice']['defaults_entry']}"]
     lines += ["", "Selection paths on the tuning half (members after each step, Kendall tau):", ""]
     for key, p in result["paths"].items():
         lines.append(f"- {key}: " + " -> ".join(f"{'+'.join(s['members'])} ({s['tau']:.3f})" for s in p))

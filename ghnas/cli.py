@@ -3,7 +3,7 @@
 Subcommands::
 
     ghnas search     --space nb201 --budget 100 [--strategy random|evolution|tpe] [--ghn PATH] [--out DIR]
-    ghnas score      --space nb201 --proxy synflow ARCH ... | --file archs.txt  [--out DIR]
+    ghnas score      --space nb201 [--proxy zero-shot] ARCH ... | --file archs.txt  [--out DIR]
     ghnas rank       (same as score)
     ghnas correlate  --space nb201 --truth cifar10_dev.csv [--proxies params,synflow] [--out DIR]
     ghnas meta-train --space nb201 --data cifar10 --steps 1000 --out DIR [--resume]
@@ -247,7 +247,8 @@ def cmd_score(args) -> int:
     archs = _read_archs(args)
     _check_archs(space, archs)
     dev = _torch_device(args.device)
-    setup = _setup(args, space, args.proxy, dev)
+    proxy = args.proxy or ("ghn" if args.ghn else "zero-shot")  # as ghnas search
+    setup = _setup(args, space, proxy, dev)
     data = _proxy_data(args) if setup.proxy.needs_data else None
     out = Path(args.out) if args.out else None
     cache = out / "scores.jsonl" if out is not None else None
@@ -303,7 +304,9 @@ def _correlate_proxies(args, space) -> list[str]:
         if args.ghn or default_ghn_name(space.name) is not None:
             proxies.insert(0, "ghn")
     known = set(available_proxies())
-    bad = [p for p in proxies if p not in known and not p.startswith("vote:") and "+" not in p]
+    from .proxies.ensemble import PREFIXES
+
+    bad = [p for p in proxies if p not in known and not p.startswith(tuple(PREFIXES.values())) and "+" not in p]
     if bad:
         raise CLIError(f"unknown proxy {bad[0]!r}; valid proxies: {', '.join(sorted(known))}")
     return proxies
@@ -554,8 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--file", "-f", default=None,
                        help="text file with one architecture per line (# comments), or a .csv with --arch-col")
         p.add_argument("--arch-col", default="arch", help="architecture column of a .csv --file")
-        p.add_argument("--proxy", default="synflow", help="proxy name (default synflow)")
-        p.add_argument("--ghn", default=None, help="GHN name or path for --proxy ghn")
+        p.add_argument("--proxy", default=None,
+                       help="proxy name (default: zero-shot, the space's chosen aggregate; ghn with --ghn)")
+        p.add_argument("--ghn", default=None, help="GHN name or path for --proxy ghn (and the default then)")
         p.add_argument("--batch-size", type=int, default=None)
         p.add_argument("--threads", type=int, default=1, help="CPU threads while scoring (0 = torch's default)")
         p.add_argument("--out", default=None,
@@ -573,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accuracy column (default: the first of test_acc, val_acc, valid_acc)")
     p.add_argument("--proxies", default=None,
                    help="comma-separated proxies (default: the fast ones: ghn if a GHN is available, "
-                        "params, flops, synflow)")
+                        "params, flops, synflow); aggregates as zero-shot, a+b or logrank:a+b")
     p.add_argument("--ghn", default=None, help="GHN name or path for the ghn proxy")
     p.add_argument("--n", type=int, default=None, help="use the first N architectures of the file")
     p.add_argument("--batch-size", type=int, default=None)

@@ -539,8 +539,7 @@ def test_members_are_cached_on_their_own(tmp_path):
 
 
 def test_set_scores_ranks_the_whole_set_and_log_rank():
-    from ghnas.proxies.az_nas import log_rank_aggregate
-    from ghnas.proxies.ensemble import SetScores
+    from ghnas.proxies.ensemble import SetScores, log_rank_aggregate
 
     s = SetScores("vote:params,flops")
     s.add("params", ["a", "b", "c"], [1.0, 2.0, 3.0])
@@ -561,6 +560,46 @@ def test_set_scores_ranks_the_whole_set_and_log_rank():
     single = SetScores("params")
     single.add("params", ["a"], [0.25])
     assert single.aggregate() == [0.25] and not single.is_aggregate
+
+
+def test_logrank_ensemble_by_name():
+    from ghnas.proxies.ensemble import log_rank_aggregate
+
+    p = get_proxy("logrank:params, flops")
+    assert isinstance(p, Ensemble) and p.method == "log_rank" and p.label == "logrank:params,flops"
+    assert get_proxy(p.label).label == p.label and get_proxy("borda:params,flops").method == "borda"
+    assert get_proxy("logrank:params+flops").label == p.label  # the form for comma-separated lists
+    cols = [[1.0, 3.0, 2.0, float("nan")], [4.0, 1.0, 2.0, 3.0]]
+    by_hand = [math.log(2 / 4) + math.log(4 / 4), math.log(4 / 4) + math.log(1 / 4),
+               math.log(3 / 4) + math.log(2 / 4), math.log(1 / 4) + math.log(3 / 4)]
+    assert p.aggregate(cols) == pytest.approx(by_hand) == log_rank_aggregate(cols, [True, True])
+    assert rank_aggregate(cols, [True, True], "log_rank") == pytest.approx(by_hand)
+    archs = search_spaces.get("nb201").sample_many(5, seed=3)
+    t = score(archs, "nb201", "logrank:params,flops", build_kwargs=TINY, progress=False, data=None)
+    assert t.proxy == "logrank:params,flops"
+    assert t.scores == pytest.approx(log_rank_aggregate([t.members["params"], t.members["flops"]], [True, True]))
+    with pytest.raises(ValueError, match="unknown proxy"):
+        get_proxy("logrank:params,nope")
+
+
+def test_ensemble_members_score_on_their_own_batch_size(tmp_path):
+    """A member takes its own first images of the ensemble's batch (MeCo 1, a 64-image
+    proxy 64, of 128 drawn): its scores and cache entries are those of the member alone."""
+    archs = search_spaces.get("nb201").sample_many(4, seed=5)
+    cache = tmp_path / "c.jsonl"
+    both = score(archs, "nb201", "meco+naswot", build_kwargs=TINY, progress=False, batch_size=128,
+                 cache=cache)
+    alone_meco = score(archs, "nb201", "meco", build_kwargs=TINY, progress=False, cache=cache)
+    alone_nw = score(archs, "nb201", "naswot", build_kwargs=TINY, progress=False, cache=cache)
+    assert get_proxy("meco").default_batch_size == 1 and get_proxy("naswot").default_batch_size == 64
+    assert all(r.cached for r in alone_meco.rows + alone_nw.rows)  # filed under the members' own settings
+    assert both.members["meco"] == alone_meco.scores and both.members["naswot"] == alone_nw.scores
+    wide = score(archs, "nb201", "meco", build_kwargs=TINY, progress=False, batch_size=128)
+    assert wide.scores != alone_meco.scores  # so the first assertion says something
+    small = score(archs, "nb201", "meco+naswot", build_kwargs=TINY, progress=False, batch_size=16)
+    assert small.members["meco"] == alone_meco.scores
+    assert small.members["naswot"] == score(archs, "nb201", "naswot", build_kwargs=TINY, progress=False,
+                                            batch_size=16).scores
 
 
 # ----------------------------------------------------------------------------- NASLib agreement

@@ -16,8 +16,23 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 def test_zero_shot_resolves_per_space(space):
     p = get_proxy("zero-shot", space=space)
     members, method = DEFAULTS[space]
-    assert [m.name for m in p.members] == list(members) and p.method == method
+    assert [m.name for m in p.members] == [m.proxy for m in members] and p.method == method
     assert p.label.startswith(f"zero-shot:{space}:")
+    for spec, m in zip(members, p.members):  # each member as it was measured
+        assert m.default_batch_size == (spec.batch_size or type(m).default_batch_size)
+        assert all(m.settings()[k] == v for k, v in spec.settings)
+
+
+def test_member_with_its_own_batch_and_settings():
+    from ghnas.proxies.zero_shot import Member
+
+    m = Member("swap", (("repeats", 2),), batch_size=8).make()
+    assert m.repeats == 2 and m.default_batch_size == 8 and type(m).default_batch_size == 16
+    assert "default_batch_size" not in m.settings()
+    with pytest.raises(InputError, match="reads no images"):
+        Member("params", batch_size=8).make()
+    with pytest.raises(InputError, match="positive integer"):
+        get_proxy("meco").with_batch_size(0)
 
 
 def test_zero_shot_needs_a_known_space():

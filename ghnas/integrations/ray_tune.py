@@ -410,7 +410,7 @@ def score_distributed(  # the signature of ghnas.proxies.score, by design, plus 
         >>> table = score_distributed(archs, 'nb201', 'synflow', num_workers=2)  # doctest: +SKIP
     """
     from ghnas.proxies import get_proxy, load_batches, score
-    from ghnas.proxies.ensemble import Ensemble
+    from ghnas.proxies.ensemble import Ensemble, member_batch_size
     from ghnas.proxies.scoring import _resolve_space, _validate_all, ensemble_table
 
     if int(num_workers) < 1:
@@ -427,7 +427,9 @@ def score_distributed(  # the signature of ghnas.proxies.score, by design, plus 
                   num_cpus_per_task=num_cpus_per_task, num_gpus_per_task=num_gpus_per_task)
     if isinstance(prox, Ensemble):
         # rank aggregation needs the whole set: score each member everywhere, combine here
-        tables = [score_distributed(archs, sp, m, **common) for m in prox.members]
+        # (each member on its own first images of the batch, as in score())
+        tables = [score_distributed(archs, sp, m, **{**common, "batch_size": member_batch_size(m, batch_size)})
+                  for m in prox.members]
         like = next(t for t, m in zip(tables, prox.members) if m.needs_data == prox.needs_data)
         return ensemble_table(prox, archs, tables, {k: v for k, v in like.settings.items() if k != "proxy"})
 

@@ -44,11 +44,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from scipy.stats import rankdata
 
 from ._common import batch_or_gaussian, first_tensor, kaiming_fan_in_init, seeded
 from .base import Batch, Proxy, model_device, register_proxy, scratch_copy, forward_hooks
-from .ensemble import Ensemble
+from .ensemble import Ensemble, log_rank_aggregate  # noqa: F401 (re-exported)
 from .size import count_flops
 
 __all__ = ["AZExpressivity", "AZProgressivity", "AZTrainability", "AZComplexity", "AZNAS",
@@ -227,37 +226,15 @@ class AZComplexity(Proxy):
         return count_flops(model, shape) / 1e6
 
 
-def log_rank_aggregate(columns: Sequence[Sequence[float]], higher_is_better: Sequence[bool]) -> list[float]:
-    """AZ-NAS's aggregate ``sum_m log(rank_m / n)`` (rank 1 = worst, n = best; ties share
-    their average rank; NaN counts as the worst score). Higher = better."""
-    if len(columns) != len(higher_is_better) or not columns:
-        raise ValueError(f"need one direction per column and at least one column; got "
-                         f"{len(columns)} columns and {len(higher_is_better)} directions")
-    n = len(columns[0])
-    if any(len(c) != n for c in columns):
-        raise ValueError(f"score columns differ in length: {[len(c) for c in columns]}")
-    total = np.zeros(n)
-    for col, hib in zip(columns, higher_is_better):
-        v = np.asarray(col, dtype=float)
-        v = v if hib else -v
-        v = np.where(np.isnan(v), -np.inf, v)
-        total += np.log(rankdata(v, method="average") / n)
-    return [float(t) for t in total]
-
-
 class AZNAS(Ensemble):
     """The AZ-NAS score: log-rank aggregate of its four proxies over the scored set."""
 
     def __init__(self, members: Sequence[str | Proxy] = MEMBERS):
-        super().__init__(members)
-        self.method = "log_rank"
+        super().__init__(members, method="log_rank")
 
     @property
     def label(self) -> str:
         return "az_nas"
-
-    def aggregate(self, columns: Sequence[Sequence[float]]) -> list[float]:
-        return log_rank_aggregate(columns, [m.higher_is_better for m in self.members])
 
 
 register_proxy("az_nas", AZNAS)

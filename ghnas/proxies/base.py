@@ -96,8 +96,27 @@ class Proxy(abc.ABC):
                          f"not by proxy {self.name or type(self).__name__!r}")
 
     def settings(self) -> dict[str, Any]:
-        """The proxy's configuration as plain JSON-able values (its public attributes)."""
-        return {k: v for k, v in sorted(vars(self).items()) if not k.startswith("_")}
+        """The proxy's configuration as plain JSON-able values (its public attributes).
+
+        Not the batch size: results record the images they were computed on separately."""
+        return {k: v for k, v in sorted(vars(self).items())
+                if not k.startswith("_") and k != "default_batch_size"}
+
+    def with_batch_size(self, batch_size: int) -> "Proxy":
+        """A copy of this proxy whose ``default_batch_size`` is ``batch_size``: how a
+        default aggregate gives a member the batch it was chosen with (as an ensemble
+        member it then takes the first ``batch_size`` images of the shared batch)."""
+        import copy
+
+        from ..errors import InputError
+
+        if not self.needs_data:
+            raise InputError(f"proxy {self.name or type(self).__name__!r} reads no images; it has no batch size")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        new = copy.copy(self)
+        new.default_batch_size = int(batch_size)  # type: ignore[misc]  # shadows the class default
+        return new
 
     def identity(self, space: Any) -> dict[str, Any]:
         """What cached scores of this proxy in ``space`` are keyed by: its settings, plus
@@ -188,7 +207,8 @@ def available_proxies() -> list[str]:
 
 
 def get_proxy(name: str | Proxy, space: Any = None, **kwargs: Any) -> Proxy:
-    """Create a proxy by name, e.g. ``get_proxy('synflow')`` or ``get_proxy('vote:synflow,params')``.
+    """Create a proxy by name, e.g. ``get_proxy('synflow')``, ``get_proxy('vote:synflow,params')``
+    (mean rank) or ``get_proxy('logrank:meco,params')`` (AZ-NAS's log-rank aggregate).
 
     ``'zero-shot'``, the default aggregate of a space (:mod:`ghnas.proxies.zero_shot`),
     needs ``space``; other names ignore it. A :class:`Proxy` instance is returned
@@ -209,11 +229,14 @@ def get_proxy(name: str | Proxy, space: Any = None, **kwargs: Any) -> Proxy:
 
             raise InputError("'zero-shot' is the default proxy of a space: say which (space='nb201')")
         return ZeroShot(space, **kwargs)
-    if key.startswith("vote:") or "+" in key:
-        from .ensemble import Ensemble
+    from .ensemble import PREFIXES, Ensemble
 
-        members = key[len("vote:"):].split(",") if key.startswith("vote:") else key.split("+")
-        return Ensemble([m.strip() for m in members], **kwargs)
+    for method, prefix in PREFIXES.items():
+        if key.startswith(prefix):  # members split by ',' or '+' ('+' fits comma-separated lists)
+            members = key[len(prefix):].replace("+", ",").split(",")
+            return Ensemble([m.strip() for m in members], method=method, **kwargs)
+    if "+" in key:
+        return Ensemble([m.strip() for m in key.split("+")], **kwargs)
     if key not in _REGISTRY and key in _LAZY:
         try:
             importlib.import_module(_LAZY[key])
@@ -224,7 +247,7 @@ def get_proxy(name: str | Proxy, space: Any = None, **kwargs: Any) -> Proxy:
         from ..errors import InputError
 
         raise InputError(f"unknown proxy {name!r}; valid proxies: {', '.join(available_proxies())} "
-                         "(or an ensemble such as 'vote:synflow,params')")
+                         "(or an ensemble such as 'vote:synflow,params' or 'logrank:meco,params')")
     return _REGISTRY[key](**kwargs)
 
 

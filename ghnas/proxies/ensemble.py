@@ -8,9 +8,12 @@ and the ensemble score is
 * ``method='mean'`` (default): the mean over members of the normalised rank
   ``(rank - 1) / (n - 1)`` in [0, 1], 1 for the member's best architecture;
 * ``method='borda'``: the Borda count, the sum over members of the number of
-  architectures each member places below this one (ties count one half).
+  architectures each member places below this one (ties count one half);
+* ``method='log_rank'`` (AZ-NAS's aggregate, ``'logrank:a,b'``): ``sum_m log(rank_m / n)``
+  with rank 1 the worst and n the best, so one member that places an architecture near
+  the bottom costs it more than a mean would (a soft "every member must agree").
 
-Both give the same order; they differ only in scale. Because ranks depend on the whole
+Mean and Borda give the same order; they differ only in scale. Because ranks depend on the whole
 set, an ensemble scores sets of architectures (:meth:`Ensemble.score_archs`, or
 :func:`ghnas.proxies.score`), not single networks.
 
@@ -38,9 +41,30 @@ from scipy.stats import rankdata
 
 from .base import Batch, Proxy, ResultCallback, get_proxy, register_proxy
 
-__all__ = ["Ensemble", "SetScores", "rank_aggregate", "METHODS"]
+__all__ = ["Ensemble", "SetScores", "rank_aggregate", "log_rank_aggregate", "member_batches",
+           "member_batch_size", "METHODS", "PREFIXES"]
 
-METHODS = ("mean", "borda")
+METHODS = ("mean", "borda", "log_rank")
+#: the name prefix of an ensemble of each method: ``'vote:a,b'``, ``'logrank:a,b'``, ``'borda:a,b'``
+PREFIXES = {"mean": "vote:", "log_rank": "logrank:", "borda": "borda:"}
+
+
+def _check_columns(columns: Sequence[Sequence[float]], higher_is_better: Sequence[bool]) -> int:
+    if len(columns) != len(higher_is_better):
+        raise ValueError(f"got {len(columns)} score columns but {len(higher_is_better)} directions")
+    if not columns:
+        raise ValueError("rank aggregation needs at least one score column")
+    n = len(columns[0])
+    if any(len(c) != n for c in columns):
+        raise ValueError(f"score columns differ in length: {[len(c) for c in columns]}")
+    return n
+
+
+def _ranks(col: Sequence[float], higher_is_better: bool) -> np.ndarray:
+    """Ranks 1 (worst) .. n (best); ties share their average rank; NaN is the worst score."""
+    v = np.asarray(col, dtype=float)
+    v = v if higher_is_better else -v
+    return rankdata(np.where(np.isnan(v), -np.inf, v), method="average")
 
 
 def rank_aggregate(columns: Sequence[Sequence[float]], higher_is_better: Sequence[bool],
@@ -51,31 +75,58 @@ def rank_aggregate(columns: Sequence[Sequence[float]], higher_is_better: Sequenc
     """
     if method not in METHODS:
         raise ValueError(f"unknown aggregation method {method!r}; valid methods: {', '.join(METHODS)}")
-    if len(columns) != len(higher_is_better):
-        raise ValueError(f"got {len(columns)} score columns but {len(higher_is_better)} directions")
-    if not columns:
-        raise ValueError("rank aggregation needs at least one score column")
-    n = len(columns[0])
-    if any(len(c) != n for c in columns):
-        raise ValueError(f"score columns differ in length: {[len(c) for c in columns]}")
+    n = _check_columns(columns, higher_is_better)
     if n == 0:
         return []
+    if method == "log_rank":
+        return log_rank_aggregate(columns, higher_is_better)
     total = np.zeros(n)
     for col, hib in zip(columns, higher_is_better):
-        v = np.asarray(col, dtype=float)
-        v = v if hib else -v
-        v = np.where(np.isnan(v), -np.inf, v)  # degenerate -> worst
-        ranks = rankdata(v, method="average") - 1.0  # 0 = worst; = number beaten (ties: half)
+        ranks = _ranks(col, hib) - 1.0  # 0 = worst; = number beaten (ties: half)
         total += ranks / (n - 1) if (method == "mean" and n > 1) else ranks
     if method == "mean":
         total = total / len(columns) if n > 1 else np.full(n, 0.5)
     return [float(t) for t in total]
 
 
+def log_rank_aggregate(columns: Sequence[Sequence[float]], higher_is_better: Sequence[bool]) -> list[float]:
+    """AZ-NAS's aggregate ``sum_m log(rank_m / n)`` (rank 1 = worst, n = best; ties share
+    their average rank; NaN counts as the worst score). Higher = better."""
+    n = _check_columns(columns, higher_is_better)
+    total = np.zeros(n)
+    for col, hib in zip(columns, higher_is_better):
+        total += np.log(_ranks(col, hib) / n)
+    return [float(t) for t in total]
+
+
+def member_batches(member: Proxy, batches: Sequence[Batch] | None,
+                   batch_size: int | None) -> tuple[list[Batch] | None, int | None]:
+    """The images an ensemble member is scored on, and their number.
+
+    A member sees the first ``min(batch_size, member.default_batch_size)`` images of each
+    batch: the batch is drawn once for the largest member (e.g. 200 images for a GHN
+    member), and MeCo (1 image) or SWAP (16) still score, and cache, exactly as they do
+    alone with their own batch size. Data-free members get ``None``.
+    """
+    b = member_batch_size(member, batch_size)
+    if b is None or batches is None:
+        return None, b
+    return [(x[:b], y[:b]) for x, y in batches], b
+
+
+def member_batch_size(member: Proxy, batch_size: int | None) -> int | None:
+    """Images an ensemble member uses of a ``batch_size`` batch (``None``: it needs no data)."""
+    if not member.needs_data:
+        return None
+    own = int(member.default_batch_size)
+    return own if batch_size is None else min(int(batch_size), own)
+
+
 @register_proxy("vote")
 class Ensemble(Proxy):
     """Rank-aggregation of member proxies; build it as ``get_proxy('vote:a,b')``,
-    ``get_proxy('a+b')`` or ``Ensemble(['a', 'b'])``."""
+    ``get_proxy('a+b')`` (mean rank), ``get_proxy('logrank:a,b')`` (AZ-NAS's log-rank sum)
+    or ``Ensemble(['a', 'b'], method=...)``."""
 
     higher_is_better = True
 
@@ -102,7 +153,7 @@ class Ensemble(Proxy):
 
     @property
     def label(self) -> str:
-        return "vote:" + ",".join(m.name or type(m).__name__ for m in self._members)
+        return PREFIXES[self.method] + ",".join(m.name or type(m).__name__ for m in self._members)
 
     @property
     def needs_data(self) -> bool:  # type: ignore[override]
@@ -110,8 +161,8 @@ class Ensemble(Proxy):
 
     @property
     def default_batch_size(self) -> int:  # type: ignore[override]
-        # one batch feeds every member: the largest default, so a GHN member sees the
-        # batch it gets alone (and shares its cached scores)
+        # one batch is drawn for every member, for the largest of them; each member then
+        # takes its own first images of it (member_batches), as it would alone
         return max(m.default_batch_size for m in self._members)
 
     @property
@@ -138,7 +189,8 @@ class Ensemble(Proxy):
                     build_kwargs: dict[str, Any] | None = None, *, seed: int = 0,
                     device: str | torch.device = "cpu",
                     callback: ResultCallback | None = None) -> list[float]:
-        columns = [m.score_archs(archs, space, batches, build_kwargs, seed=seed, device=device)
+        columns = [m.score_archs(archs, space, member_batches(m, batches, None)[0], build_kwargs,
+                                 seed=seed, device=device)
                    for m in self._members]
         values = self.aggregate(columns)
         if callback is not None:

@@ -357,7 +357,7 @@ def _proxy_label(p: Proxy) -> str:
 def score(
     archs: Sequence[str] | str,
     space: Any = "nb201",
-    proxy: str | Proxy = "synflow",
+    proxy: str | Proxy = "zero-shot",
     data: Any = "sample",
     seed: int = 0,
     batch_size: int | None = None,
@@ -373,14 +373,16 @@ def score(
     Args:
         archs: architecture strings (or one string).
         space: a space name (``'nb201'``, ``'darts'``) or a search space object.
-        proxy: a registered name (see :func:`~ghnas.proxies.available_proxies`), an
-            ensemble such as ``'vote:synflow,naswot,params'`` or ``'ghn+params'``, or a
-            :class:`~ghnas.proxies.Proxy` instance.
+        proxy: ``'zero-shot'`` (default: the space's chosen aggregate), a registered
+            name (see :func:`~ghnas.proxies.available_proxies`), an ensemble such as
+            ``'vote:synflow,naswot,params'``, ``'logrank:swap,meco'`` or ``'ghn+params'``,
+            or a :class:`~ghnas.proxies.Proxy` instance.
         data: where the batch comes from (see :func:`load_batches`); only read when the
             proxy needs data. ``'sample'`` is the small CIFAR-10 sample shipped with ghnas.
         seed: run seed (data batch and network initialisations).
         batch_size: images in the batch given to data-dependent proxies (default: the
-            proxy's ``default_batch_size``, 200 for the GHN proxies and 64 otherwise).
+            proxy's ``default_batch_size``, 200 for the GHN proxies and 64 otherwise; for an
+            ensemble, see below).
         build_kwargs: passed to ``space.build(arch, **build_kwargs)`` (e.g. ``C``, ``N``).
         progress: show a tqdm progress bar.
         cache: optional JSON-lines file that stores every result as soon as it is known;
@@ -393,10 +395,14 @@ def score(
             it so far), so calls scoring a few architectures at a time give comparable
             scores. Without it the aggregate ranks the architectures of this call.
 
-    Ensembles (``'a+b'``, ``'vote:a,b'``, ``'az_nas'``, ``'te_nas'``): every member is
-    scored on its own (its scores filed in ``cache`` under the member's identity, as if it
-    were scored alone with the same batch), so adding a member to an ensemble, or calling
-    again with more architectures, scores only what is new.
+    Ensembles (``'a+b'``, ``'vote:a,b'``, ``'logrank:a,b'``, ``'az_nas'``, ``'zero-shot'``):
+    every member is scored on its own and filed in ``cache`` under the member's identity,
+    so adding a member to an ensemble, or calling again with more architectures, scores
+    only what is new. One batch of ``batch_size`` images (default: the largest member's
+    ``default_batch_size``) is drawn, and each data-dependent member takes its first
+    ``min(batch_size, member.default_batch_size)`` images: a member scores exactly as it
+    does alone with its own batch size (MeCo 1 image, SWAP 16, ZiCo 128, a GHN 200), and
+    shares those cached scores.
 
     Returns:
         A :class:`ScoreTable` with one row per input architecture, in input order.
@@ -416,7 +422,7 @@ def score(
                   batch_size=int(batch_size) if prox.needs_data else None,
                   data=_fingerprint(batches))
 
-    from .ensemble import Ensemble, SetScores
+    from .ensemble import Ensemble, SetScores, member_batches
 
     scored = into if into is not None else SetScores(prox)
     _check_set(scored, prox, common)
@@ -427,7 +433,8 @@ def score(
             need = scored.missing(name, keys)
             if not need:
                 continue
-            t = score(need, space_obj, m, batches, seed, batch_size, build_kwargs, progress,
+            m_batches, m_size = member_batches(m, batches, batch_size)
+            t = score(need, space_obj, m, m_batches, seed, m_size, build_kwargs, progress,
                       cache=cache, device=dev)
             scored.add(name, t.archs, t.scores, [r.seconds for r in t.rows])
             fresh = {r.arch for r in t.rows if not r.cached}

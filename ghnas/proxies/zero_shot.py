@@ -12,15 +12,32 @@ numbers on the other half. It ranks over the whole scored set, like every ensemb
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from .az_nas import log_rank_aggregate
+from .base import Proxy, get_proxy
 from .ensemble import Ensemble
 
+
+@dataclass(frozen=True)
+class Member:
+    """A member of a default aggregate as it was measured and chosen: the proxy's name, its
+    settings (constructor arguments) and its batch size (``None``: the proxy's own)."""
+
+    proxy: str
+    settings: tuple[tuple[str, Any], ...] = ()
+    batch_size: int | None = None
+
+    def make(self) -> Proxy:
+        p = get_proxy(self.proxy, **dict(self.settings))
+        return p if self.batch_size is None else p.with_batch_size(self.batch_size)
+
+
 #: per space: (members, aggregation); see benchmarks/results/default_<space>/README.md
-DEFAULTS: dict[str, tuple[tuple[str, ...], str]] = {
-    "nb201": (("meco",), "mean"),
-    "darts": (("l2_norm", "az_progressivity"), "log_rank"),
+DEFAULTS: dict[str, tuple[tuple[Member, ...], str]] = {
+    "nb201": ((Member("swap", (("repeats", 8),)), Member("meco"), Member("zico"), Member("jacob_cov", batch_size=32)),
+              "log_rank"),
+    "darts": ((Member("l2_norm"), Member("az_progressivity")), "log_rank"),
 }
 
 
@@ -43,15 +60,10 @@ class ZeroShot(Ensemble):
             raise InputError(f"no 'zero-shot' default for space {name!r}; it exists for "
                              f"{', '.join(sorted(DEFAULTS))} (pass a proxy name instead)")
         members, method = DEFAULTS[name]
-        super().__init__(list(members))
+        super().__init__([m.make() for m in members], method=method)
         self.space = name
-        self.method = method
 
     @property
     def label(self) -> str:
         return f"zero-shot:{self.space}:{self.method}:" + ",".join(m.name or type(m).__name__ for m in self.members)
 
-    def aggregate(self, columns: Sequence[Sequence[float]]) -> list[float]:
-        if self.method == "log_rank":
-            return log_rank_aggregate(columns, [m.higher_is_better for m in self.members])
-        return super().aggregate(columns)

@@ -1,0 +1,125 @@
+"""End-to-end seconds to score 100 architectures with each proxy, as a user's call costs.
+
+The speed target of the zero-shot default is "100 architectures of either space in
+<= 60 s on this 2-core CPU, including image loading". ``bench_proxies.py`` records the
+build + score time of each architecture inside a long run (warm caches, shared CPU); this
+script measures what a user pays instead: a fresh Python process per (space, proxy) that
+loads the shipped CIFAR-10 sample, then scores the first ``--n`` tuning-half architectures
+of the dev set with :func:`ghnas.proxies.score` (one torch thread, no score cache), at the
+proxy network size (where the default scores) with the settings and batch that
+``bench_proxies.py`` used for that proxy. Reported: the time
+to import ghnas, to load the images, to score, and ``s/arch`` = (images + scoring) / n.
+
+``benchmarks/choose_default.py --costs`` uses these seconds as the cost of each member.
+
+    python benchmarks/bench_proxy_speed.py --space nb201
+    python benchmarks/bench_proxy_speed.py --space darts --proxies params,flops,l2_norm,meco
+
+Writes ``benchmarks/results/proxy_speed/<space>.{json,md}`` (merged with earlier runs, so
+proxies can be measured a few at a time).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+OUT = REPO / "benchmarks" / "results" / "proxy_speed"
+
+
+def measure(space: str, proxy: str, n: int, root: Path) -> dict:
+    """Run in the child process: time imports, image loading and scoring of ``n`` archs."""
+    t0 = time.perf_counter()
+    import torch
+
+    from bench_proxies import BATCH, DEFAULT_BATCH, SEEDED, SETTINGS, SPACES, read_rows
+
+    from ghnas import data as gdata
+    from ghnas.proxies import get_proxy, score
+
+    torch.set_num_threads(1)
+    t_import = time.perf_counter() - t0
+    archs = read_rows(space, root)[0][0::2][:n]
+    if proxy == "zero-shot":
+        prox, bs = get_proxy("zero-shot", space=space), None
+    else:
+        prox = get_proxy(proxy, **dict(SETTINGS.get(proxy, {}), **({"seed": 0} if proxy in SEEDED else {})))
+        bs = BATCH.get(proxy, DEFAULT_BATCH)
+    size = "proxy"
+    build = SPACES[space]["sizes"][size]
+    t1 = time.perf_counter()
+    images = gdata.load("sample") if prox.needs_data else None
+    t_data = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    table = score(archs, space, prox, images, 0, bs, build, progress=False, device="cpu")
+    t_score = time.perf_counter() - t2
+    assert len(table) == n
+    return {"space": space, "proxy": proxy, "size": size, "batch": bs, "n": n,
+            "import_s": round(t_import, 3), "data_s": round(t_data, 3), "score_s": round(t_score, 3),
+            "s_per_arch": round((t_data + t_score) / n, 4), "label": table.proxy}
+
+
+def markdown(space: str, rows: dict, meta: dict) -> str:
+    lines = [f"# End-to-end proxy speed on {space}", "",
+             f"{meta['n']} dev architectures (the first tuning-half rows), a fresh process per proxy, "
+             f"one torch thread, the shipped CIFAR-10 sample, no score cache; {meta['machine']}, torch "
+             f"{meta['torch']}; load average during the runs: {meta['load']}. `s/arch` = (image loading + "
+             "scoring) / n; Python start-up and `import ghnas` (column `import s`) excluded.", "",
+             f"`python benchmarks/bench_proxy_speed.py --space {space}`", "",
+             "| proxy | size | batch | import s | images s | scoring s | s/arch | 100 archs (s) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in sorted(rows.values(), key=lambda r: r["s_per_arch"]):
+        lines.append(f"| {r['proxy']} | {r['size']} | {r['batch'] or '-'} | {r['import_s']:.2f} | "
+                     f"{r['data_s']:.2f} | {r['score_s']:.2f} | {r['s_per_arch']:.3f} | {100 * r['s_per_arch']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench_proxies import PROXIES
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--space", choices=["nb201", "darts"], required=True)
+    ap.add_argument("--proxies", default=",".join(["zero-shot", *PROXIES]))
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--root", type=Path, default=REPO.parent)
+    ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # the child process
+    args = ap.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(args.space, args.proxies, args.n, args.root)))
+        return 0
+    import torch
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{args.space}.json"
+    old = json.loads(path.read_text()) if path.exists() else {"rows": {}, "loads": []}
+    rows, loads = old["rows"], old["loads"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    for p in [p.strip() for p in args.proxies.split(",") if p.strip()]:
+        out = subprocess.run([sys.executable, __file__, "--one", "--space", args.space, "--proxies", p,
+                              "--n", str(args.n), "--root", str(args.root)],
+                             capture_output=True, text=True, env=env)
+        if out.returncode != 0:
+            print(f"{p}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows[p] = json.loads(out.stdout.strip().splitlines()[-1])
+        loads.append(round(os.getloadavg()[0], 2))
+        print(f"{args.space} {p}: {rows[p]['s_per_arch']:.3f} s/arch ({100 * rows[p]['s_per_arch']:.1f} s per 100)",
+              flush=True)
+        meta = {"n": args.n, "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+                "torch": torch.__version__, "load": f"{min(loads):.1f}-{max(loads):.1f}"}
+        path.write_text(json.dumps({"meta": meta, "rows": rows, "loads": loads}, indent=1) + "\n")
+        (OUT / f"{args.space}.md").write_text(markdown(args.space, rows, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
