@@ -58,3 +58,22 @@ def random_ghn(tmp_path_factory):
     path = tmp_path_factory.mktemp("ghn") / "ghn.pt"
     save_ghn(GHN2(hid=16, max_shape=(16, 16, 3, 3)), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def ghn():
+    """A small untrained GHN-2 with seeded weights, in memory (eval mode)."""
+    import torch
+
+    from ghnas.ghn import GHN2
+
+    torch.manual_seed(0)
+    return GHN2(hid=16, max_shape=(16, 16, 3, 3)).eval()
+
+
+def random_batch(n: int, seed: int = 0):
+    """``n`` seeded Gaussian CIFAR-shaped images and labels."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)

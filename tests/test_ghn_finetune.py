@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import search_spaces
-from ghnas.ghn import GHN2
+from conftest import random_batch
 from ghnas.ghn.evaluate import logits
 from ghnas.graph import extract
 from ghnas.proxies import get_proxy, score
@@ -18,15 +18,8 @@ ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|none~1|
 
 
 @pytest.fixture(scope="module")
-def ghn():
-    torch.manual_seed(0)
-    return GHN2(hid=16, max_shape=(16, 16, 3, 3)).eval()
-
-
-@pytest.fixture(scope="module")
 def batch():
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(44, 3, 32, 32, generator=g), torch.randint(0, 10, (44,), generator=g)
+    return random_batch(44)  # ghn: the conftest's small GHN
 
 
 def test_steps_lower_the_training_loss_and_leave_model_and_prediction_alone(ghn, batch):

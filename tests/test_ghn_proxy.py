@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import search_spaces
+from conftest import random_batch
 from ghnas.ghn import GHN2, save_ghn
 from ghnas.proxies import get_proxy, score
 from ghnas.proxies.ghn import GHNProxy
@@ -15,15 +16,8 @@ BUILD = {"C": 4, "N": 1}
 
 
 @pytest.fixture(scope="module")
-def ghn():
-    torch.manual_seed(0)
-    return GHN2(hid=16, max_shape=(16, 16, 3, 3)).eval()
-
-
-@pytest.fixture(scope="module")
 def batch():
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(40, 3, 32, 32, generator=g), torch.randint(0, 10, (40,), generator=g)
+    return random_batch(40)  # ghn: the conftest's small GHN
 
 
 @pytest.fixture(scope="module")

@@ -285,6 +285,25 @@ def test_az_progressivity_and_expressivity_agree_with_entropies():
     assert s["progressivity"] <= s["expressivity"]  # a min of differences of positive entropies
 
 
+def test_az_forward_only_statistics_equal_the_full_pass():
+    """Expressivity / progressivity alone skip autograd; they must not change a value."""
+    from ghnas.proxies import az_nas
+
+    net = search_spaces.get("darts").build(search_spaces.get("darts").sample(1), C=4, layers=3)
+    az_nas._MEMO.clear()
+    fwd = az_nas.az_statistics(net, batch_size=4, need=("progressivity",))
+    assert set(fwd) == {"expressivity", "progressivity"}
+    az_nas._MEMO.clear()
+    full = az_nas.az_statistics(net, batch_size=4)
+    assert fwd["progressivity"] == full["progressivity"] and fwd["expressivity"] == full["expressivity"]
+    # a partial memo entry is completed, not served, when trainability is asked for
+    az_nas._MEMO.clear()
+    az_nas.az_statistics(net, batch_size=4, need=("expressivity",))
+    assert az_nas.az_statistics(net, batch_size=4) == full
+    with pytest.raises(ValueError, match="unknown AZ-NAS statistic"):
+        az_nas.az_statistics(net, need=("nope",))
+
+
 def test_log_rank_aggregate_by_hand():
     cols = [[3.0, 1.0, 2.0], [10.0, 30.0, 20.0]]
     # ranks (1 = worst): [3, 1, 2] and [1, 3, 2] (second column lower is better -> [3, 1, 2])

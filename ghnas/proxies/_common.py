@@ -8,13 +8,14 @@ import contextlib
 import math
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 
-from .base import Batch, model_device, one_batch
+from .base import Batch, logits_of, model_device, one_batch, scratch_copy
 
 __all__ = ["seeded", "gaussian_init", "kaiming_fan_in_init", "relu_modules", "gaussian_batch",
-           "batch_or_gaussian", "split_batches", "first_tensor", "count_distinct_rows"]
+           "batch_or_gaussian", "split_batches", "first_tensor", "count_distinct_rows", "input_jacobian"]
 
 
 @contextlib.contextmanager
@@ -140,3 +141,16 @@ def first_tensor(output: Any) -> torch.Tensor | None:
 def finite_or_nan(value: float) -> float:
     """``value`` when finite, else ``nan`` (the NaN policy of ``score()`` ranks it last)."""
     return value if math.isfinite(value) else math.nan
+
+
+def input_jacobian(model: nn.Module, x: torch.Tensor) -> np.ndarray | None:
+    """Per-image gradients of the summed logits w.r.t. the input, as a float64 (B, D)
+    array (jacob_cov, epe_nas), from a scratch copy in train mode; ``None`` when the
+    output does not depend on the input (no path through the network)."""
+    net = scratch_copy(model).train()
+    x = x.detach().clone().requires_grad_(True)
+    out = logits_of(net(x))
+    if not out.requires_grad:
+        return None
+    (jac,) = torch.autograd.grad(out.sum(), x, allow_unused=True)
+    return None if jac is None else jac.reshape(jac.shape[0], -1).double().cpu().numpy()

@@ -18,10 +18,10 @@ import math
 from typing import Sequence
 
 import numpy as np
-import torch
 import torch.nn as nn
 
-from .base import Batch, Proxy, logits_of, one_batch, register_proxy, scratch_copy
+from ._common import input_jacobian
+from .base import Batch, Proxy, one_batch, register_proxy
 
 __all__ = ["EPENAS", "epe_nas_score"]
 
@@ -54,12 +54,5 @@ class EPENAS(Proxy):
         if y.dim() != 1 or y.is_floating_point():
             raise ValueError(f"epe_nas groups images by integer class label; got labels of shape "
                              f"{tuple(y.shape)} and dtype {y.dtype}")
-        net = scratch_copy(model).train()
-        x = x.detach().clone().requires_grad_(True)
-        out = logits_of(net(x))
-        if not out.requires_grad:
-            return math.nan
-        (jac,) = torch.autograd.grad(out.sum(), x, allow_unused=True)
-        if jac is None:
-            return math.nan
-        return epe_nas_score(jac.reshape(jac.shape[0], -1).double().cpu().numpy(), y.cpu().numpy())
+        jac = input_jacobian(model, x)
+        return math.nan if jac is None else epe_nas_score(jac, y.cpu().numpy())

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .base import Batch, Proxy, logits_of, one_batch, register_proxy, scratch_copy, forward_hooks
+from ._common import input_jacobian
+from .base import Batch, Proxy, forward_hooks, one_batch, register_proxy, scratch_copy
 
 __all__ = ["NASWOT", "JacobCov", "hamming_kernel"]
 
@@ -86,15 +87,8 @@ class JacobCov(Proxy):
 
     def score(self, model: nn.Module, batches: Sequence[Batch] | None) -> float:
         x, _ = one_batch(batches, "jacob_cov")
-        net = scratch_copy(model).train()
-        x = x.detach().clone().requires_grad_(True)
-        out = logits_of(net(x))
-        if not out.requires_grad:
-            return math.nan
-        (jac,) = torch.autograd.grad(out.sum(), x, allow_unused=True)
-        if jac is None:
-            return math.nan
-        return jacob_cov_score(jac.reshape(jac.shape[0], -1).double().cpu().numpy())
+        jac = input_jacobian(model, x)
+        return math.nan if jac is None else jacob_cov_score(jac)
 
 
 register_proxy("jacov", JacobCov)
