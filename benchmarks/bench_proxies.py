@@ -138,6 +138,23 @@ class Images:
         return self._cache[key]
 
 
+#: 'ghn-<digest>' -> the GHN checkpoint it names (filled by --ghn)
+GHN_FILES: dict[str, str] = {}
+
+
+def ghn_label(ghn: str) -> str:
+    """``'ghn-<first 8 hex of the checkpoint's sha256>'``: the GHN proxy's rows are kept per
+    checkpoint, so scores of a retrained GHN never mix with an older one's."""
+    import hashlib
+
+    from ghnas.ghn import GHNRef
+
+    path = GHNRef.of(ghn).path() if not Path(ghn).exists() else Path(ghn)
+    label = "ghn-" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8]
+    GHN_FILES[label] = str(path)
+    return label
+
+
 def cache_file(cache_dir: Path, proxy: str, size: str, seed: int) -> Path:
     return cache_dir / f"{proxy}__{size}__s{seed}.jsonl"
 
@@ -166,9 +183,11 @@ def run_job(space: str, proxy: str, size: str, seed: int, archs: list[str], imag
     todo = [a for a in archs if a not in done]
     if not todo:
         return
-    kwargs = dict(SETTINGS.get(proxy, {}), **({"seed": seed} if proxy in SEEDED else {}))
-    prox = get_proxy(proxy, **kwargs)
-    bs = BATCH.get(proxy, DEFAULT_BATCH)
+    if proxy.startswith("ghn-"):  # a GHN proxy row set: 'ghn-<digest>' (see ghn_label)
+        prox, bs = get_proxy("ghn", ghn=GHN_FILES[proxy]), get_proxy("ghn").default_batch_size
+    else:
+        kwargs = dict(SETTINGS.get(proxy, {}), **({"seed": seed} if proxy in SEEDED else {}))
+        prox, bs = get_proxy(proxy, **kwargs), BATCH.get(proxy, DEFAULT_BATCH)
     data = images.batch(bs, seed) if prox.needs_data else None
     build = SPACES[space]["sizes"][size]
     t0 = time.time()
@@ -470,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
                          "other --seeds), report (tables only), export (every cached score into the "
                          "committed table benchmarks/results/proxy_scores/<space>.csv)")
     ap.add_argument("--proxies", default=",".join(PROXIES))
+    ap.add_argument("--ghn", action="append", default=[], metavar="GHN",
+                    help="also score the GHN proxy (loss metric, 200 images) with this GHN (name or "
+                         "checkpoint); its rows are the proxy 'ghn-<checkpoint digest>' of the caches and "
+                         "the exported table (choose_default.py --ghn ghn@proxy=ghn-<digest>)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--limit", type=int, default=None,
                     help="use the first LIMIT rows of the dev set (halves by row parity within them)")
@@ -486,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     space = args.space
     cache_dir = args.cache_dir or REPO / "runs/bench_proxies" / space
     out = args.out or REPO / "benchmarks/results" / f"proxies_{space}"
-    proxies = [p for p in args.proxies.split(",") if p]
+    proxies = [p for p in args.proxies.split(",") if p] + [ghn_label(g) for g in args.ghn]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     archs, truth, rows = read_rows(space, args.root)
