@@ -53,7 +53,8 @@ def measure(space: str, proxy: str, n: int, root: Path) -> dict:
         prox, bs = get_proxy("zero-shot", space=space), None
     else:
         prox = get_proxy(proxy, **dict(SETTINGS.get(proxy, {}), **({"seed": 0} if proxy in SEEDED else {})))
-        bs = BATCH.get(proxy, DEFAULT_BATCH)
+        # the GHN proxies (the space's shipped GHN) at their own 200 images
+        bs = prox.default_batch_size if prox.needs_ghn else BATCH.get(proxy, DEFAULT_BATCH)
     size = "proxy"
     build = SPACES[space]["sizes"][size]
     t1 = time.perf_counter()

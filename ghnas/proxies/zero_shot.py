@@ -2,9 +2,11 @@
 
 Its members and aggregation were chosen per space by ``benchmarks/choose_default.py`` on
 the tuning half (even rows) of that space's dev set, among the proxies that
-``benchmarks/bench_proxies.py`` measured at the proxy network size, within a time budget
-per architecture; ``benchmarks/results/default_<space>/`` holds the choice and its
-numbers on the other half. It ranks over the whole scored set, like every ensemble.
+``benchmarks/bench_proxies.py`` measured at the proxy network size, within the speed
+target (the members' end-to-end seconds, ``benchmarks/bench_proxy_speed.py``, at most
+60 s per 100 architectures); ``benchmarks/results/default_<space>/`` holds the choice
+and its numbers on the other half. Each member keeps the settings and batch size it was
+measured with (:class:`Member`). It ranks over the whole scored set, like every ensemble.
 
     >>> from ghnas.proxies import get_proxy
     >>> get_proxy('zero-shot', space='nb201').label.startswith('zero-shot:nb201')
@@ -37,7 +39,7 @@ class Member:
 DEFAULTS: dict[str, tuple[tuple[Member, ...], str]] = {
     "nb201": ((Member("swap", (("repeats", 8),)), Member("meco"), Member("zico"), Member("jacob_cov", batch_size=32)),
               "log_rank"),
-    "darts": ((Member("l2_norm"), Member("az_progressivity")), "log_rank"),
+    "darts": ((Member("naswot", batch_size=32), Member("meco")), "log_rank"),
 }
 
 
