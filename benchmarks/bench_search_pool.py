@@ -10,7 +10,7 @@ every proxy scores an architecture deterministically from ``(seed, arch)``.
     python benchmarks/bench_search_pool.py --space nb201 --ghn ghn@proxy=ghn
     python benchmarks/bench_search_pool.py --space darts --limit 200 --budget 50
 
-Writes ``benchmarks/results/search_pool_<space>.{json,md}``.
+Writes ``benchmarks/results/search_pool_<space>.{json,md}`` (``_tuning`` with ``--half tuning``).
 """
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--ghn", action="append", default=[], metavar="LABEL=PROXY",
                     help="a GHN proxy's rows of the scores, e.g. ghn@proxy=ghn")
+    ap.add_argument("--half", choices=("reporting", "tuning"), default="reporting",
+                    help="the pool: the reporting half (odd rows, default) or the tuning half (even rows, "
+                         "where the default was chosen: for comparisons that may inform a choice)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args(argv)
     if args.scores is None:
@@ -65,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     scorers = {"zero-shot (default)": ([at_proxy[m.proxy] for m in members], method)}
     for m in sorted(cols):
         scorers[m] = ([m], "mean")
-    report = np.arange(1, len(archs), 2)
+    report = np.arange(1 if args.half == "reporting" else 0, len(archs), 2)
+    stem = f"search_pool_{args.space}" + ("" if args.half == "reporting" else "_tuning")
     budget = min(args.budget, len(report))
     rows: dict[str, list[float]] = {k: [] for k in scorers}
     rows["random choice"], rows["best drawn"] = [], []
@@ -75,21 +79,21 @@ def main(argv: list[str] | None = None) -> None:
             rows[name].append(float(truth[pick(cols, ms, meth, idx)]))
         rows["random choice"].append(float(np.mean(truth[idx])))
         rows["best drawn"].append(float(np.max(truth[idx])))
-    res = {"space": args.space, "budget": budget, "seeds": args.seeds, "pool": "reporting half",
+    res = {"space": args.space, "budget": budget, "seeds": args.seeds, "pool": f"{args.half} half",
            "pool_size": len(report), "pool_optimum": float(truth[report].max()),
            "pool_mean": float(truth[report].mean()),
            "picks": {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v} for k, v in rows.items()}}
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / f"search_pool_{args.space}.json", json.dumps(res, indent=1))
+    atomic_write_text(args.out / f"{stem}.json", json.dumps(res, indent=1))
     acc = SPACES[args.space]["acc"]
-    lines = [f"Random search, budget {budget}, {args.seeds} seeds, inside the reporting half of the {args.space} "
+    lines = [f"Random search, budget {budget}, {args.seeds} seeds, inside the {args.half} half of the {args.space} "
              f"dev set ({len(report)} architectures; optimum {res['pool_optimum']:.2f}, mean "
              f"{res['pool_mean']:.2f}); `{acc}` of the pick (%), mean ± std over seeds.", "",
              "| scorer | pick's accuracy |", "| --- | ---: |"]
     for k, v in sorted(res["picks"].items(), key=lambda kv: -kv[1]["mean"]):
         lines.append(f"| {k} | {v['mean']:.2f} ± {v['std']:.2f} |")
     lines += ["", "`python benchmarks/bench_search_pool.py " + " ".join(argv or sys.argv[1:]) + "`"]
-    atomic_write_text(args.out / f"search_pool_{args.space}.md", "\n".join(lines) + "\n")
+    atomic_write_text(args.out / f"{stem}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
