@@ -40,7 +40,8 @@ from search_spaces.ops import AvgPool  # noqa: E402
 PROXY = {"nb201": {"C": 8, "N": 1}, "darts": {"C": 8, "layers": 5}}
 
 
-def time_steps(space: str, sizes: str, pool_impl: str, steps: int, warmup: int, seed: int) -> dict:
+def time_steps(space: str, sizes: str, pool_impl: str, steps: int, warmup: int, seed: int,
+               profile: Path | None = None) -> dict:
     cfg = MetaTrainConfig(space=space, data="sample", sizes=sizes, build_kwargs=PROXY[space] if sizes == "fixed" else {},
                           steps=steps + warmup, eval_archs=0, seed=seed)
     pool = _ArchPool(cfg)
@@ -55,8 +56,12 @@ def time_steps(space: str, sizes: str, pool_impl: str, steps: int, warmup: int, 
     if pool_impl == "torch":  # torch's own nn.AvgPool2d.forward
         AvgPool.forward = torch.nn.AvgPool2d.forward
     walls, cpus = [], []
+    prof = None
     try:
         for i in range(steps + warmup):
+            if profile is not None and i == warmup:
+                prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                prof.__enter__()
             w0, c0 = time.perf_counter(), time.process_time()
             _, archs, counts, image_seed, models, batch = inputs[i]
             gen = torch.Generator().manual_seed(image_seed)
@@ -70,10 +75,37 @@ def time_steps(space: str, sizes: str, pool_impl: str, steps: int, warmup: int, 
                 cpus.append(time.process_time() - c0)
     finally:
         AvgPool.forward = real_forward
+        if prof is not None:
+            prof.__exit__(None, None, None)
+            write_profile(prof, profile, f"{space}, sizes={sizes}, pooling={pool_impl}, {steps} steps")
     return {"space": space, "sizes": sizes, "pool": pool_impl, "steps": steps, "meta_batch": cfg.meta_batch,
             "wall_s_per_step": float(np.mean(walls)), "cpu_s_per_step": float(np.mean(cpus)),
             "arch_steps_per_s_wall": cfg.meta_batch / float(np.mean(walls)),
             "arch_steps_per_s_cpu": cfg.meta_batch / float(np.mean(cpus))}
+
+
+#: op names of the predicted networks' layers (convolutions, batch norm, ReLU, pooling)
+NETWORK_OPS = ("convolution", "conv2d", "batch_norm", "threshold_backward", "clamp_min", "relu",
+               "avg_pool", "AvgPool", "max_pool")
+
+
+def write_profile(prof, path: Path, title: str, top: int = 25) -> None:
+    """The ops that take the CPU time of the profiled steps (self time, largest first)."""
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    net = sum(e.self_cpu_time_total for e in events if any(w in e.key for w in NETWORK_OPS))
+    lines = [f"# Where a meta-training step's CPU time goes: {title}", "",
+             "torch.profiler, self CPU time per op, summed over the profiled steps "
+             f"(`python benchmarks/bench_metatrain_speed.py --profile`).", "",
+             f"The predicted networks' own layers (ops matching {', '.join(NETWORK_OPS)}, forward and "
+             f"backward) take **{100 * net / total:.1f}%** of it; removing everything else would make a "
+             f"step at most {total / max(net, 1.0):.2f}x faster.", "",
+             "| op | calls | self CPU ms | share |", "| --- | ---: | ---: | ---: |"]
+    for e in events[:top]:
+        lines.append(f"| `{e.key}` | {e.count} | {e.self_cpu_time_total / 1e3:.1f} | "
+                     f"{100 * e.self_cpu_time_total / total:.1f}% |")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,7 +116,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "metatrain_speed"))
+    ap.add_argument("--profile", action="store_true",
+                    help="instead of the timings: profile the steps (fast pooling) and write "
+                         "profile_<space>_<sizes>.md with the ops that take the time")
     args = ap.parse_args(argv)
+    if args.profile:
+        torch.set_num_threads(args.threads)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        for space in args.spaces.split(","):
+            for sizes in ("fixed", "space"):
+                path = Path(args.out) / f"profile_{space}_{sizes}.md"
+                time_steps(space, sizes, "fast", args.steps, args.warmup, args.seed, profile=path)
+                print(path.read_text())
+        return
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
     rows = []
