@@ -33,9 +33,17 @@ __all__ = ["NASWOT", "JacobCov", "hamming_kernel"]
 
 
 def hamming_kernel(codes: torch.Tensor) -> torch.Tensor:
-    """``K = c c^T + (1 - c)(1 - c)^T`` for binary codes ``c`` of shape (B, units), in float64."""
-    c = codes.reshape(codes.shape[0], -1).to(torch.float64)
-    return c @ c.T + (1.0 - c) @ (1.0 - c).T
+    """``K = c c^T + (1 - c)(1 - c)^T`` for binary codes ``c`` of shape (B, units), in float64.
+
+    Computed as ``2 c c^T - s_i - s_j + units`` (``s``: active units per image): one matrix
+    product instead of two, in float32 while every sum is an integer float32 holds exactly
+    (below 2^24), so ``K`` is bit-identical to the float64 products and 3-4x cheaper.
+    """
+    c = codes.reshape(codes.shape[0], -1)
+    units = c.shape[1]
+    c = c.to(torch.float32 if units < 2 ** 24 else torch.float64)
+    s = c.sum(dim=1).to(torch.float64)
+    return 2.0 * (c @ c.T).to(torch.float64) - s[:, None] - s[None, :] + float(units)
 
 
 @register_proxy("naswot")
