@@ -77,3 +77,15 @@ def random_batch(n: int, seed: int = 0):
 
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def write_truth_csv(path, archs, first_acc: float):
+    """A ground-truth CSV (``arch, test_acc``) giving the i-th architecture ``first_acc + i``."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arch", "test_acc"])
+        for i, a in enumerate(archs):
+            w.writerow([a, first_acc + i])
+    return path

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import search_spaces
+from conftest import write_truth_csv
 from ghnas.cli import main
 from ghnas.ghn import GHN2, save_ghn
 
@@ -98,12 +99,7 @@ def test_score_reads_a_csv_column(capsys, tmp_path):
 # ----------------------------------------------------------------------------- correlate
 def test_correlate(capsys, tmp_path):
     archs = NB.sample_many(8, seed=2, unique=True)
-    truth = tmp_path / "truth.csv"
-    with open(truth, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["arch", "test_acc"])
-        for i, a in enumerate(archs):
-            w.writerow([a, 80 + i])
+    truth = write_truth_csv(tmp_path / "truth.csv", archs, 80)
     out = tmp_path / "corr"
     argv = ["correlate", "--truth", truth, "--proxies", "params,flops", "--build", "C=4,N=1",
             "--n-boot", 50, "--out", out, "-q"]

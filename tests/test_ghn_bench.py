@@ -2,7 +2,6 @@
 training architectures, and the proxy-curve scores equal the GHN proxy's."""
 from __future__ import annotations
 
-import csv
 import importlib.util
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 import search_spaces
+from conftest import write_truth_csv
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -33,12 +33,7 @@ def gb():
 def test_dev_halves_are_even_and_odd_rows(gb, tmp_path):
     sp = search_spaces.get("nb201")
     archs = sp.sample_many(9, seed=3)
-    path = tmp_path / "dev.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["arch", "test_acc"])
-        for i, a in enumerate(archs):
-            w.writerow([a, 90 + i])
+    path = write_truth_csv(tmp_path / "dev.csv", archs, 90)
     tune = gb.dev_half("nb201", "tune", path, "arch", "test_acc")
     report = gb.dev_half("nb201", "report", path, "arch", "test_acc")
     assert list(tune.values()) == [90, 92, 94, 96, 98] and list(report.values()) == [91, 93, 95, 97]
