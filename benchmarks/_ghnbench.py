@@ -33,6 +33,19 @@ DEV_SETS = {
 }
 HALVES = ("tune", "report")
 
+
+def repo_relative(text: str) -> str:
+    """``text`` (a path or a command line) with this checkout's absolute paths written
+    relative to the repository root, so result files read the same on every machine."""
+    return text.replace(str(REPO.parent / "shared"), "../shared").replace(str(REPO) + "/", "")
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """How a result file records the command that made it (paths relative to the repo)."""
+    import sys
+
+    return repo_relative(f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv))
+
 _STEP_FILE = re.compile(r"^ghn_step(\d+)\.pt$")
 
 

@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _ghnbench import (CACHE_ROOT, REPO, JsonlCache, file_digest, machine, never_trained,  # noqa: E402
-                       resolve_ghn_source, write_atomic)
+                       resolve_ghn_source, write_atomic, command_line, repo_relative)
 
 import ghnas.data  # noqa: E402
 from ghnas.ghn import load_ghn  # noqa: E402
@@ -127,7 +127,7 @@ def evaluate_source(ghn_arg: str, sizes: list[dict], n_archs: int, n_images: int
                          "loss_mean": float(np.nanmean([v["loss"] for v in vals])),
                          "accs": [float(a) for a in accs]}
         rows.append(row)
-    return {"ghn": src.label, "path": str(src.path), "weights": digest, "space": pool.space.name,
+    return {"ghn": src.label, "path": repo_relative(str(src.path)), "weights": digest, "space": pool.space.name,
             "meta_training_steps": src.step, "planned_steps": cfg.steps, "archs": archs,
             "arch_sources": found, "seed": seed, "sizes": rows}
 
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         space = MetaTrainConfig.from_dict(resolve_ghn_source(g).config).space
         sizes = parse_sizes(args.sizes_darts if space == "darts" else args.sizes_nb201)
         results.append(evaluate_source(g, sizes, args.n_archs, args.images, args.data_root, args.seed, cache))
-    meta = {"command": "python benchmarks/eval_shipped_ghns.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    meta = {"command": command_line("eval_shipped_ghns.py", argv),
             "seed": args.seed, "machine": machine(), "torch": torch.__version__, "seconds": time.time() - t0}
     write_atomic(args.out / f"{args.name}.json", json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
     text = markdown(results, meta)

@@ -52,7 +52,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _ghnbench import (CACHE_ROOT, DEV_SETS, REPO, JsonlCache, dev_half, discover_snapshots, file_digest,  # noqa: E402
-                       machine, mean_std, write_atomic)
+                       machine, mean_std, write_atomic, command_line, repo_relative)
 
 import search_spaces  # noqa: E402
 from ghnas.correlation import kendall_tau, spearman_rho  # noqa: E402
@@ -441,12 +441,12 @@ def main(argv: list[str] | None = None) -> None:
                            "spearman": [c["spearman"] for c in row["curve"]],
                            "consecutive_abs_change_mean": row["consecutive_abs_change_mean"],
                            "consecutive_abs_change_max": row["consecutive_abs_change_max"]})
-    meta = {"run": str(args.run), "half": args.half, "dev_set": str(DEV_SETS[space.name][0]),
+    meta = {"run": repo_relative(str(args.run)), "half": args.half, "dev_set": repo_relative(str(DEV_SETS[space.name][0])),
             "n_archs": len(archs), "subsampled": bool(args.max_archs), "max_archs": args.max_archs,
             "size": size_label(build), "build": build, "seeds": seeds, "images": images, "steps": steps,
             "at_step": steps[at], "finetune_seeds": ft_seeds, "finetune_images": args.finetune_images,
             "finetune_lr": args.finetune_lr, "split": "train",
-            "command": "python benchmarks/ghn_proxy_curve.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": command_line("ghn_proxy_curve.py", argv),
             "machine": machine(), "torch": torch.__version__}
     res: dict[str, Any] = {"meta": meta, "curves": curves}
     if tune is None:
