@@ -37,7 +37,7 @@ Usage (one space per process, 1 thread, in the background)::
     nohup python benchmarks/bench_proxies.py --space nb201 > runs/bench_proxies_nb201.log 2>&1 &
     nohup python benchmarks/bench_proxies.py --space darts --limit 200 --n-size 20 > runs/bench_proxies_darts.log 2>&1 &
     python benchmarks/bench_proxies.py --space darts --limit 200 --phases report   # tables from the caches
-    python benchmarks/bench_proxies.py --space darts --phases export   # caches -> proxy_scores/darts.csv
+    python benchmarks/bench_proxies.py --space darts --phases export   # caches -> proxy_scores/darts.csv.gz
 
 (``--limit 200``: the first 200 rows of the NB301 file, for the CPU budget of the run
 committed here; drop it to use all 718.)
@@ -198,10 +198,24 @@ def run_job(space: str, proxy: str, size: str, seed: int, archs: list[str], imag
         f"({(time.time() - t0) / len(todo):.3f} s/arch)")
 
 
+def scores_table(space: str) -> Path:
+    """The committed table of every per-architecture score of a space (gzip-compressed CSV)."""
+    return REPO / "benchmarks" / "results" / "proxy_scores" / f"{space}.csv.gz"
+
+
+def open_scores(path: Path):
+    """A score table for reading, as text: ``.csv.gz`` (the committed form) or plain ``.csv``."""
+    import gzip
+
+    return gzip.open(path, "rt", newline="") if path.name.endswith(".gz") else open(path, newline="")
+
+
 def export_scores(cache_dir: Path, path: Path) -> Path:
     """Every cached score (all proxies, sizes and seeds, GHN rows included) as one table
-    ``proxy, size, seed, arch, score, seconds``: what git keeps of a run, and what
-    ``choose_default.py`` and ``bench_search_pool.py`` read."""
+    ``proxy, size, seed, arch, score, seconds`` (gzip-compressed when ``path`` ends in
+    ``.gz``): what git keeps of a run, and what ``choose_default.py`` and
+    ``bench_search_pool.py`` read."""
+    import gzip
     import io
 
     buf = io.StringIO()
@@ -211,7 +225,13 @@ def export_scores(cache_dir: Path, path: Path) -> Path:
         proxy, size, seed = f.name[:-len(".jsonl")].split("__")
         for arch, (value, secs) in sorted(read_cache(f).items()):
             w.writerow([proxy, size, seed[1:], arch, repr(value), f"{secs:.4f}"])
-    write_atomic(path, buf.getvalue())
+    data = buf.getvalue().encode()
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data, mtime=0)  # mtime 0: the same scores give the same bytes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
     return path
 
 
@@ -487,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
                          "(other sizes on --n-size tuning archs), reporting (reporting half at the chosen "
                          "size, seed 0), fill (the other rows at the chosen size), seeds (all rows, the "
                          "other --seeds), report (tables only), export (every cached score into the "
-                         "committed table benchmarks/results/proxy_scores/<space>.csv)")
+                         "committed table benchmarks/results/proxy_scores/<space>.csv.gz)")
     ap.add_argument("--proxies", default=",".join(PROXIES))
     ap.add_argument("--ghn", action="append", default=[], metavar="GHN",
                     help="also score the GHN proxy (loss metric, 200 images) with this GHN (name or "
@@ -573,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         elif phase == "report":
             report()
         elif phase == "export":
-            log(f"wrote {export_scores(cache_dir, REPO / 'benchmarks/results/proxy_scores' / f'{space}.csv')}")
+            log(f"wrote {export_scores(cache_dir, scores_table(space))}")
         else:
             raise SystemExit(f"unknown phase {phase!r}; valid: proxy, size, reporting, fill, seeds, report, export")
     log("done")

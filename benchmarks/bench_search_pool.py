@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_proxies import SPACES, read_rows  # noqa: E402
+from bench_proxies import SPACES, read_rows, scores_table  # noqa: E402
 from choose_default import METHODS, load_columns  # noqa: E402
 
 from ghnas._io import atomic_write_text  # noqa: E402
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", choices=sorted(SPACES), required=True)
     ap.add_argument("--scores", type=Path, default=None,
-                    help="per-architecture scores (default benchmarks/results/proxy_scores/<space>.csv)")
+                    help="per-architecture scores (default benchmarks/results/proxy_scores/<space>.csv.gz)")
     ap.add_argument("--shared", type=Path, default=REPO.parent)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--budget", type=int, default=100)
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args(argv)
     if args.scores is None:
-        args.scores = REPO / "benchmarks" / "results" / "proxy_scores" / f"{args.space}.csv"
+        args.scores = scores_table(args.space)
     archs, truth, _ = read_rows(args.space, args.shared)
     if args.limit:
         archs, truth = archs[:args.limit], truth[:args.limit]

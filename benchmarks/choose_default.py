@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_proxies import SPACES, read_cache, read_rows  # noqa: E402
+from bench_proxies import SPACES, open_scores, read_cache, read_rows, scores_table  # noqa: E402
 
 from ghnas._io import atomic_write_text  # noqa: E402
 from ghnas.correlation import bootstrap_ci, kendall_tau, spearman_rho, top_k_precision  # noqa: E402
@@ -43,11 +43,11 @@ METHODS = {"mean": lambda cols, hib: rank_aggregate(cols, hib, "mean"), "log_ran
 
 def read_scores(source: Path, seed: int = 0) -> dict[tuple[str, str], dict[str, tuple[float, float]]]:
     """``{(proxy, size): {arch: (score, seconds)}}`` of image seed ``seed``, from the committed
-    table ``benchmarks/results/proxy_scores/<space>.csv`` (columns proxy, size, seed, arch,
+    table ``benchmarks/results/proxy_scores/<space>.csv.gz`` (columns proxy, size, seed, arch,
     score, seconds) or from a folder of bench_proxies' ``<proxy>__<size>__s0.jsonl`` caches."""
     out: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
-    if source.suffix == ".csv":
-        with open(source, newline="") as f:
+    if source.name.endswith((".csv", ".csv.gz")):
+        with open_scores(source) as f:
             for r in csv.DictReader(f):
                 if r["seed"] == str(seed):
                     out.setdefault((r["proxy"], r["size"]), {})[r["arch"]] = (float(r["score"]), float(r["seconds"]))
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", choices=sorted(SPACES), required=True)
     ap.add_argument("--scores", type=Path, default=None,
-                    help="per-architecture scores: a table (default benchmarks/results/proxy_scores/<space>.csv) "
+                    help="per-architecture scores: a table (default benchmarks/results/proxy_scores/<space>.csv.gz) "
                          "or a folder of bench_proxies caches")
     ap.add_argument("--shared", type=Path, default=REPO.parent, help="folder holding shared/")
     ap.add_argument("--sizes", default=None, help="JSON {proxy: size} (default: bench_proxies' choices)")
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.scores is None:
-        args.scores = REPO / "benchmarks" / "results" / "proxy_scores" / f"{args.space}.csv"
+        args.scores = scores_table(args.space)
     archs, truth, _ = read_rows(args.space, args.shared)
     if args.limit:  # the first rows only (what bench_proxies --limit scored); halves as before
         archs, truth = archs[:args.limit], truth[:args.limit]
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
                      f"[{r['kendall_ci'][0]:.3f}, {r['kendall_ci'][1]:.3f}] | {r['spearman']:.3f} | "
                      f"{r['top10']:.3f} | {r['s_per_arch']:.3f} |")
     by_seed = result["reporting"]["default"]["kendall_by_seed"]
-    lines += ["", f"The default's reporting-half Kendall tau per image seed: "
+    lines += ["", "The default's reporting-half Kendall tau per image seed: "
               + ", ".join(f"seed {k}: {v:.3f}" for k, v in by_seed.items())
               + (f" (spread max - min {max(by_seed.values()) - min(by_seed.values()):.3f})" if len(by_seed) > 1 else
                  " (other seeds not scored yet: `bench_proxies.py --phases seeds`)")]
