@@ -311,11 +311,18 @@ def test_log_rank_aggregate_by_hand():
     assert out == pytest.approx([2 * math.log(3 / 3), 2 * math.log(1 / 3), 2 * math.log(2 / 3)])
 
 
-def test_az_nas_and_te_nas_aggregate_their_members_over_the_set():
+def test_az_nas_and_te_nas_aggregate_their_members_over_the_set(monkeypatch):
+    from ghnas.proxies import az_nas
+
     archs = [A1, A2, A3]
     common = dict(data=tiny_batch(), build_kwargs=TINY, progress=False, device="cpu")
+    passes = []
+    init = az_nas.kaiming_fan_in_init
+    monkeypatch.setattr(az_nas, "kaiming_fan_in_init", lambda net: passes.append(1) or init(net))
+    az_nas._MEMO.clear()
     az = score(archs, "nb201", "az_nas", **common)
     assert az.proxy == "az_nas"
+    assert len(passes) == len(archs)  # one evaluation per architecture for all three statistics
     members = [score(archs, "nb201", m, **common).scores
                for m in ("az_expressivity", "az_progressivity", "az_trainability", "az_complexity")]
     assert az.scores == pytest.approx(log_rank_aggregate(members, [True] * 4))

@@ -53,7 +53,10 @@ from .size import count_flops
 __all__ = ["AZExpressivity", "AZProgressivity", "AZTrainability", "AZComplexity", "AZNAS",
            "az_statistics", "log_rank_aggregate", "feature_entropy", "block_trainability"]
 
-MEMBERS = ("az_expressivity", "az_progressivity", "az_trainability", "az_complexity")
+# trainability first: an ensemble scores member by member, and trainability's full pass
+# (forward and backward) is memoised, so expressivity and progressivity then read it
+# instead of running a forward pass of their own
+MEMBERS = ("az_trainability", "az_expressivity", "az_progressivity", "az_complexity")
 
 
 def block_modules(model: nn.Module) -> list[nn.Module]:
@@ -131,9 +134,11 @@ def az_statistics(model: nn.Module, batch_size: int = 64, input_shape: Sequence[
     """Expressivity, progressivity and trainability of ``model`` (one forward and backward).
 
     The model is not modified (a scratch copy is re-initialised and run). Results for the
-    same weights and settings are memoised, so the three proxies cost one evaluation.
-    ``need`` without ``'trainability'`` runs the forward pass only, without autograd (a
-    third of the time on DARTS networks); the features, and so the entropies, are the same.
+    same weights and settings are memoised. ``need`` without ``'trainability'`` runs the
+    forward pass only, without autograd (a third of the time on DARTS networks); the
+    features, and so the entropies, are the same. A forward-only entry asked later for
+    trainability runs the full pass, so ask for trainability first when all three are
+    wanted (as :class:`AZNAS` does): then the three proxies cost one evaluation.
     """
     bad = sorted(set(need) - set(STATISTICS))
     if bad:
