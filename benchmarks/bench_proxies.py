@@ -64,7 +64,6 @@ import torch  # noqa: E402
 
 from ghnas import correlation  # noqa: E402
 from ghnas.proxies import get_proxy, rank_aggregate, score  # noqa: E402
-from ghnas.proxies.az_nas import log_rank_aggregate  # noqa: E402
 
 # cheapest first, so that partial runs cover many proxies
 PROXIES = ["params", "flops", "l2_norm", "synflow", "naswot", "jacob_cov", "snip", "grad_norm",
@@ -263,9 +262,7 @@ def _stats(scores: list[float], truth: list[float], higher_is_better: bool, n_bo
 
 
 def aggregate_column(members: list[list[float]], hib: list[bool], method: str) -> list[float]:
-    if method == "log_rank":
-        return log_rank_aggregate(members, hib)
-    return rank_aggregate(members, hib, "mean")
+    return rank_aggregate(members, hib, "log_rank" if method == "log_rank" else "mean")
 
 
 def subsets(n: int) -> dict[str, list[int]]:

@@ -26,14 +26,16 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_proxies import SPACES, read_rows, scores_table  # noqa: E402
-from choose_default import METHODS, load_columns  # noqa: E402
+from choose_default import load_columns  # noqa: E402
 
 from ghnas._io import atomic_write_text  # noqa: E402
+from ghnas.proxies.ensemble import rank_aggregate  # noqa: E402
 from ghnas.proxies.zero_shot import DEFAULTS  # noqa: E402
 
 
 def pick(cols: dict, members: list[str], method: str, idx: np.ndarray) -> int:
-    agg = METHODS[method]([[cols[m]["scores"][i] for i in idx] for m in members], [cols[m]["hib"] for m in members])
+    agg = rank_aggregate([[cols[m]["scores"][i] for i in idx] for m in members], [cols[m]["hib"] for m in members],
+                         method)
     agg = np.nan_to_num(np.asarray(agg, dtype=float), nan=-np.inf)
     return int(idx[int(np.argmax(agg))])
 

@@ -14,7 +14,7 @@ the GHN proxy as a member, next to the best single proxies.
     python benchmarks/choose_default.py --space darts --limit 200
 
 Writes ``benchmarks/results/default_<space>/{choice.json,README.md}``. The chosen member
-lists are what ``ghnas.proxies.zero_shot.DEFAULT_MEMBERS`` holds.
+lists are what ``ghnas.proxies.zero_shot.DEFAULTS`` holds.
 """
 from __future__ import annotations
 
@@ -35,10 +35,10 @@ from bench_proxies import SPACES, open_scores, read_cache, read_rows, scores_tab
 from ghnas._io import atomic_write_text  # noqa: E402
 from ghnas.correlation import bootstrap_ci, kendall_tau, spearman_rho, top_k_precision  # noqa: E402
 from ghnas.proxies import get_proxy  # noqa: E402
-from ghnas.proxies.az_nas import log_rank_aggregate  # noqa: E402
 from ghnas.proxies.ensemble import rank_aggregate  # noqa: E402
 
-METHODS = {"mean": lambda cols, hib: rank_aggregate(cols, hib, "mean"), "log_rank": log_rank_aggregate}
+#: the aggregations the selection tries (each a method of ghnas.proxies.ensemble.rank_aggregate)
+METHODS = ("mean", "log_rank")
 
 
 def read_scores(source: Path, seed: int = 0) -> dict[tuple[str, str], dict[str, tuple[float, float]]]:
@@ -105,7 +105,8 @@ def defaults_entry(members: list[str], method: str) -> str:
 
 
 def tau_of(cols: dict[str, dict], members: list[str], idx: list[int], truth: np.ndarray, method: str) -> float:
-    agg = METHODS[method]([[cols[m]["scores"][i] for i in idx] for m in members], [cols[m]["hib"] for m in members])
+    agg = rank_aggregate([[cols[m]["scores"][i] for i in idx] for m in members], [cols[m]["hib"] for m in members],
+                         method)
     return kendall_tau(agg, truth[idx])
 
 
@@ -151,8 +152,8 @@ def seed_spread(args, archs: list[str], truth: np.ndarray, sizes: dict[str, str]
 
 
 def report(cols: dict[str, dict], members: list[str], idx: list[int], truth: np.ndarray, method: str) -> dict:
-    agg = np.asarray(METHODS[method]([[cols[m]["scores"][i] for i in idx] for m in members],
-                                     [cols[m]["hib"] for m in members]))
+    agg = np.asarray(rank_aggregate([[cols[m]["scores"][i] for i in idx] for m in members],
+                                    [cols[m]["hib"] for m in members], method))
     t = truth[idx]
     return {"members": members, "method": method, "n": len(idx),
             "kendall": kendall_tau(agg, t), "spearman": spearman_rho(agg, t),
