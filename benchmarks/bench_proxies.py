@@ -28,7 +28,9 @@ setting, so every proxy varies with the seed. Statistics are averaged over the s
 are complete for a proxy (CIs too); ``KT sd`` is the spread of Kendall tau across seeds.
 
 Everything is resumable: each (proxy, size, seed) has a JSON-lines cache (the ``cache=``
-of :func:`ghnas.proxies.score`) under ``runs/bench_proxies/<space>/`` (git-ignored);
+of :func:`ghnas.proxies.score`) under ``runs/bench_proxies/<space>/`` (git-ignored), and
+a new machine starts from the committed score table (``--phases export`` writes it):
+rows the caches lack are restored into them before anything is scored;
 the summaries go to ``benchmarks/results/proxies_<space>/{README.md,summary.json,kendall.png}``
 and are rewritten after every job, so partial results exist early.
 
@@ -232,6 +234,32 @@ def export_scores(cache_dir: Path, path: Path) -> Path:
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
+
+
+def restore_scores(path: Path, cache_dir: Path) -> int:
+    """Put the rows of a committed score table (:func:`export_scores`) that ``cache_dir``
+    lacks back into its caches, so that a new machine resumes a run instead of starting
+    over. The restored lines carry the key ``restored`` rather than the run key of
+    :func:`ghnas.proxies.score` (the table does not keep it): :func:`read_cache` counts
+    them as done, so :func:`run_job` scores only what the table does not have."""
+    if not path.exists():
+        return 0
+    missing: dict[Path, list[str]] = {}
+    known: dict[Path, dict] = {}
+    with open_scores(path) as f:
+        for row in csv.DictReader(f):
+            target = cache_file(cache_dir, row["proxy"], row["size"], int(row["seed"]))
+            if target not in known:
+                known[target] = read_cache(target)
+            if row["arch"] not in known[target]:
+                missing.setdefault(target, []).append(json.dumps(
+                    {"key": "restored", "arch": row["arch"], "score": float(row["score"]),
+                     "seconds": float(row["seconds"])}))
+    for target, lines in missing.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "a") as f:
+            f.write("".join(line + "\n" for line in lines))
+    return sum(len(v) for v in missing.values())
 
 
 # --------------------------------------------------------------------------- statistics
@@ -538,6 +566,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def log(msg: str) -> None:
         print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+    restored = restore_scores(scores_table(space), cache_dir)
+    if restored:
+        log(f"restored {restored} scores from {scores_table(space).relative_to(REPO)} into {cache_dir}")
 
     def report() -> dict:
         decision = size_decision(space, archs, truth, cache_dir, args.n_size, args.max_seconds)

@@ -105,3 +105,25 @@ def test_rank_mean_puts_nan_last():
     curve = _module("ghn_proxy_curve")
     r = curve.rank_mean([np.array([1.0, np.nan, 3.0]), np.array([3.0, 2.0, 1.0])])
     assert r.tolist() == [2.5, 1.5, 2.0]
+
+
+def test_score_table_restores_the_caches_of_a_new_machine(tmp_path):
+    """bench_proxies on a new machine: the committed table puts back the cached scores it
+    holds (and only those), so the run resumes instead of scoring everything again."""
+    bp = _module("bench_proxies")
+    old = tmp_path / "old"
+    bp.cache_file(old, "meco", "proxy", 0).parent.mkdir(parents=True)
+    bp.cache_file(old, "meco", "proxy", 0).write_text(
+        '{"key": "k1", "arch": "a", "score": 1.5, "seconds": 0.25}\n'
+        '{"key": "k1", "arch": "b", "score": -2.0, "seconds": 0.5}\n')
+    bp.cache_file(old, "swap", "bench", 1).write_text('{"key": "k2", "arch": "a", "score": 3.0, "seconds": 1.0}\n')
+    table = bp.export_scores(old, tmp_path / "scores.csv.gz")
+
+    new = tmp_path / "new"
+    bp.cache_file(new, "meco", "proxy", 0).parent.mkdir(parents=True)
+    bp.cache_file(new, "meco", "proxy", 0).write_text('{"key": "k9", "arch": "b", "score": -7.0, "seconds": 0.1}\n')
+    assert bp.restore_scores(table, new) == 2  # meco/a and swap/a; meco/b is cached already
+    assert bp.read_cache(bp.cache_file(new, "meco", "proxy", 0)) == {"b": (-7.0, 0.1), "a": (1.5, 0.25)}
+    assert bp.read_cache(bp.cache_file(new, "swap", "bench", 1)) == {"a": (3.0, 1.0)}
+    assert bp.restore_scores(table, new) == 0  # idempotent
+    assert bp.restore_scores(tmp_path / "absent.csv.gz", new) == 0
