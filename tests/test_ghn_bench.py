@@ -127,3 +127,26 @@ def test_score_table_restores_the_caches_of_a_new_machine(tmp_path):
     assert bp.read_cache(bp.cache_file(new, "swap", "bench", 1)) == {"a": (3.0, 1.0)}
     assert bp.restore_scores(table, new) == 0  # idempotent
     assert bp.restore_scores(tmp_path / "absent.csv.gz", new) == 0
+
+
+def test_default_selection_searches_within_the_budget():
+    """choose_default: greedy keeps its first pick; the subset search may trade it for two
+    cheaper members that rank better together, never over the budget, and stops adding
+    members that gain less than min_gain."""
+    cd = _module("choose_default")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=200), rng.normal(size=200)
+    truth = x + y
+    cols = {"a": {"scores": list(truth + 0.9 * rng.normal(size=200)), "hib": True, "seconds": 0.5},
+            "b": {"scores": list(x), "hib": True, "seconds": 0.2},
+            "c": {"scores": list(-y), "hib": False, "seconds": 0.2},  # lower is better
+            "noise": {"scores": list(rng.normal(size=200)), "hib": True, "seconds": 0.01}}
+    idx = list(range(200))
+    greedy = cd.greedy(cols, idx, truth, "mean", 0.5, list(cols))
+    assert greedy[0]["members"] == ["a"] and all("a" in p["members"] for p in greedy)
+    subsets = cd.best_subsets(cols, idx, truth, "mean", 0.5, list(cols))
+    assert subsets[0]["members"] == ["a"] and sorted(subsets[-1]["members"]) == ["b", "c"]
+    assert subsets[-1]["tau"] > greedy[-1]["tau"] + 0.01
+    assert all(sum(cols[m]["seconds"] for m in p["members"]) <= 0.5 for p in subsets)
+    assert "noise" not in subsets[-1]["members"]
+    assert cd.best_subsets(cols, idx, truth, "mean", 0.3, list(cols))[-1]["members"] in (["b"], ["c"])
