@@ -339,6 +339,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="tune: even dev rows, choose the formulation; report: odd rows, measure the choice once")
     ap.add_argument("--every", type=int, default=0, help="use snapshots at multiples of this step (0: all)")
     ap.add_argument("--max-step", type=int, default=None, help="ignore snapshots after this step")
+    ap.add_argument("--min-step", type=int, default=0, help="ignore snapshots before this step")
+    ap.add_argument("--name", default=None,
+                    help="stem of the result files (default: the run folder's name); a later stretch of "
+                         "a run gets its own, e.g. ghn-nb201-late")
     ap.add_argument("--max-archs", type=int, default=0, help="fixed subsample of the half (0: all of it)")
     ap.add_argument("--images", default="200,500,1000")
     ap.add_argument("--seeds", default="0,1,2")
@@ -370,8 +374,8 @@ def main(argv: list[str] | None = None) -> None:
     ks = [int(k) for k in args.ckpt_k.split(",") if k]
     ft_steps = [int(s) for s in args.finetune_steps.split(",") if s]
     ft_seeds = [int(s) for s in args.finetune_seeds.split(",") if s]
-    snaps = discover_snapshots(args.run, args.every, args.max_step)
-    stem = args.run.name + ("_quick" if args.quick else "")
+    snaps = [(s, p) for s, p in discover_snapshots(args.run, args.every, args.max_step) if s >= args.min_step]
+    stem = (args.name or args.run.name) + ("_quick" if args.quick else "")
     if args.quick:
         images, seeds, ks, ft_steps, ft_seeds = [100, 200], seeds[:2], [2], [2], [0]
         args.max_archs, args.finetune_images, snaps = 12, 100, snaps[-2:]
