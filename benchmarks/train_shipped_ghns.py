@@ -7,6 +7,10 @@ same command again after an interruption and it continues from its last checkpoi
     python benchmarks/train_shipped_ghns.py --space darts --data-root ../shared/data/cifar10
     python benchmarks/train_shipped_ghns.py --space nb201 --install   # copy into ghnas/assets
     python benchmarks/train_shipped_ghns.py --space nb201 --export    # commit-able resume state
+    # a branch of the run from its last checkpoint, here with the learning-rate drops moved
+    # so that the first has just passed (drops at 67% / 83% of --steps)
+    python benchmarks/train_shipped_ghns.py --space nb201 --fork-from runs/ghn-nb201 \
+        --out runs/ghn-nb201-decay --steps 9328 --data-root ../shared/data/cifar10
 
 A run spans many sessions and machines: ``--export`` copies its resumable state into
 ``benchmarks/runs/ghn-<space>/`` (tracked by git), and on a machine without a run folder the
@@ -175,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="choose the number of steps that fits this many seconds (timed probe)")
     ap.add_argument("--install", action="store_true", help="copy the finished run into ghnas/assets")
     ap.add_argument("--force", action="store_true", help="--install even if not better on validation")
+    ap.add_argument("--fork-from", type=Path, default=None, metavar="RUN",
+                    help="start --out as a branch of the run folder RUN (its resume files at its last "
+                         "checkpoint), e.g. to try another --steps (learning-rate schedule) from there")
     ap.add_argument("--export", action="store_true",
                     help=f"copy what a resume needs ({', '.join(RESUME_FILES)}) into "
                          "benchmarks/runs/ghn-<space>/, which git tracks")
@@ -195,7 +202,15 @@ def main(argv: list[str] | None = None) -> None:
             cmd += f" --gpu --device cuda --steps {cfg['steps']}" + ("" if cfg["amp"] else " --no-amp")
         print(install(args.space, out, cmd, force=args.force))
         return
-    if not (out / "state.pt").exists() and (committed / "state.pt").exists():
+    if args.fork_from is not None:
+        if (out / "state.pt").exists():
+            raise SystemExit(f"--fork-from: {out} already holds a run; choose a new --out")
+        out.mkdir(parents=True, exist_ok=True)
+        for name in RESUME_FILES:
+            if (args.fork_from / name).exists():
+                shutil.copyfile(args.fork_from / name, out / name)
+        print(f"branching {args.fork_from} into {out}", flush=True)
+    elif not (out / "state.pt").exists() and (committed / "state.pt").exists():
         # a new machine: continue the run committed to the repository
         out.mkdir(parents=True, exist_ok=True)
         for name in RESUME_FILES:
