@@ -83,6 +83,19 @@ DEFAULT_BATCH = 32
 SEEDED = {"swap", "zen", "az_expressivity", "az_progressivity", "az_trainability"}
 # the authors average 32 random re-initialisations; 8 here, for the CPU budget (noise only)
 SETTINGS = {"swap": {"repeats": 8}, "zen": {"repeats": 8}}
+
+
+def as_member(proxy: str):
+    """``proxy`` as this benchmark scores it (seed 0), spelled as a
+    :class:`ghnas.proxies.zero_shot.Member`: its settings and batch size where they differ
+    from the proxy's own. What ``choose_default.py`` writes into ``zero_shot.DEFAULTS`` and
+    ``bench_proxy_speed.py`` times for a candidate aggregate."""
+    from ghnas.proxies.zero_shot import Member
+
+    bs = BATCH.get(proxy, DEFAULT_BATCH)
+    own = get_proxy(proxy)
+    return Member(proxy, tuple(sorted(SETTINGS.get(proxy, {}).items())),
+                  bs if own.needs_data and bs != own.default_batch_size else None)
 NASLIB = {"params": "naslib_params", "flops": "naslib_flops", "synflow": "naslib_synflow",
           "jacob_cov": "naslib_jacov", "snip": "naslib_snip", "grad_norm": "naslib_grad_norm",
           "fisher": "naslib_fisher", "grasp": "naslib_grasp", "l2_norm": "naslib_l2_norm",

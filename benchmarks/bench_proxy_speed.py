@@ -14,6 +14,9 @@ to import ghnas, to load the images, to score, and ``s/arch`` = (images + scorin
 
     python benchmarks/bench_proxy_speed.py --space nb201
     python benchmarks/bench_proxy_speed.py --space darts --proxies params,flops,l2_norm,meco
+    # a candidate aggregate ('+' between members; settings and batches as bench_proxies'):
+    # members that share a pass (AZ-NAS's statistics) cost less together than apart
+    python benchmarks/bench_proxy_speed.py --space darts --proxies az_expressivity+az_progressivity
 
 Writes ``benchmarks/results/proxy_speed/<space>.{json,md}`` (merged with earlier runs, so
 proxies can be measured a few at a time).
@@ -51,6 +54,12 @@ def measure(space: str, proxy: str, n: int, root: Path) -> dict:
     archs = read_rows(space, root)[0][0::2][:n]
     if proxy == "zero-shot":
         prox, bs = get_proxy("zero-shot", space=space), None
+    elif "+" in proxy:  # a candidate aggregate: its members as bench_proxies scores them
+        from bench_proxies import as_member
+
+        from ghnas.proxies.ensemble import Ensemble
+
+        prox, bs = Ensemble([as_member(m).make() for m in proxy.split("+")], method="log_rank"), None
     else:
         prox = get_proxy(proxy, **dict(SETTINGS.get(proxy, {}), **({"seed": 0} if proxy in SEEDED else {})))
         # the GHN proxies (the space's shipped GHN) at their own 200 images

@@ -88,20 +88,33 @@ def load_columns(space: str, source: Path, archs: list[str], sizes: dict[str, st
 def defaults_entry(members: list[str], method: str) -> str:
     """The chosen members as ``zero_shot.DEFAULTS`` spells them: bench_proxies' settings
     and batch size of each (seed 0), where they differ from the proxy's own."""
-    from bench_proxies import BATCH, DEFAULT_BATCH, SETTINGS
+    from bench_proxies import as_member
 
     specs = []
     for label in members:
-        name = label.split("@")[0]
-        p = get_proxy(name)
-        args = [repr(name)]
-        if SETTINGS.get(name):
-            args.append(repr(tuple(sorted(SETTINGS[name].items()))))
-        bs = BATCH.get(name, DEFAULT_BATCH)
-        if p.needs_data and bs != p.default_batch_size:
-            args.append(f"batch_size={bs}")
+        m = as_member(label.split("@")[0])
+        args = [repr(m.proxy)] + ([repr(m.settings)] if m.settings else []) + \
+            ([f"batch_size={m.batch_size}"] if m.batch_size is not None else [])
         specs.append(f"Member({', '.join(args)})")
     return f"(({', '.join(specs)},), {method!r})"
+
+
+#: measured costs of member groups that share work (``{frozenset of proxy names: s/arch}``,
+#: from the ``a+b`` rows of ``--costs``): AZ-NAS's statistics come from one pass
+GROUP_COSTS: dict[frozenset, float] = {}
+
+
+def cost_of(cols: dict[str, dict], members: list[str] | tuple[str, ...]) -> float:
+    """Summed s/arch of ``members``, where a measured group of them costs what it was
+    measured at together (largest groups first)."""
+    left = {m.split("@")[0]: m for m in members}
+    total = 0.0
+    for group, secs in sorted(GROUP_COSTS.items(), key=lambda g: -len(g[0])):
+        if group <= set(left) and len(group) > 1:
+            total += secs
+            for name in group:
+                del left[name]
+    return total + sum(cols[m]["seconds"] for m in left.values())
 
 
 def tau_of(cols: dict[str, dict], members: list[str], idx: list[int], truth: np.ndarray, method: str) -> float:
@@ -121,10 +134,9 @@ def greedy(cols: dict[str, dict], idx: list[int], truth: np.ndarray, method: str
     chosen = [max(single, key=lambda m: single[m])]
     path = [{"members": list(chosen), "tau": single[chosen[0]]}]
     while len(chosen) < max_members:
-        spent = sum(cols[m]["seconds"] for m in chosen)
         best, best_tau = None, path[-1]["tau"]
         for m in pool:
-            if m in chosen or spent + cols[m]["seconds"] > budget_s:
+            if m in chosen or cost_of(cols, chosen + [m]) > budget_s:
                 continue
             t = tau_of(cols, chosen + [m], idx, truth, method)
             if t > best_tau + min_gain:
@@ -152,7 +164,7 @@ def best_subsets(cols: dict[str, dict], idx: list[int], truth: np.ndarray, metho
     for k in range(1, max_members + 1):
         best, best_tau = None, -np.inf
         for sub in combinations(cheap, k):
-            if sum(cols[m]["seconds"] for m in sub) > budget_s:
+            if cost_of(cols, sub) > budget_s:
                 continue
             t = tau_of(cols, list(sub), idx, truth, method)
             if t > best_tau:
@@ -189,7 +201,7 @@ def report(cols: dict[str, dict], members: list[str], idx: list[int], truth: np.
             "kendall": kendall_tau(agg, t), "spearman": spearman_rho(agg, t),
             "top10": top_k_precision(agg, t, 0.1),
             "kendall_ci": [(ci := bootstrap_ci(kendall_tau, agg, t, n_boot=1000, seed=0)).low, ci.high],
-            "s_per_arch": sum(cols[m]["seconds"] for m in members)}
+            "s_per_arch": cost_of(cols, members)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -231,6 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     cols = {k: v for k, v in cols.items() if k.endswith("@proxy")}
     if args.costs is not None:
         speed = json.loads(args.costs.read_text())["rows"]
+        GROUP_COSTS.clear()
+        GROUP_COSTS.update({frozenset(k.split("+")): r["s_per_arch"] for k, r in speed.items()
+                            if "+" in k and r["size"] == "proxy"})
         for label, c in cols.items():
             name = label.split("@")[0]
             if name in speed and speed[name]["size"] == "proxy":

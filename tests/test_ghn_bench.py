@@ -150,3 +150,15 @@ def test_default_selection_searches_within_the_budget():
     assert all(sum(cols[m]["seconds"] for m in p["members"]) <= 0.5 for p in subsets)
     assert "noise" not in subsets[-1]["members"]
     assert cd.best_subsets(cols, idx, truth, "mean", 0.3, list(cols))[-1]["members"] in (["b"], ["c"])
+
+
+def test_members_that_share_a_pass_cost_what_they_were_measured_at_together():
+    cd = _module("choose_default")
+    cols = {"a@proxy": {"seconds": 0.3}, "b@proxy": {"seconds": 0.3}, "c@proxy": {"seconds": 0.1}}
+    try:
+        cd.GROUP_COSTS[frozenset({"a", "b"})] = 0.35
+        assert cd.cost_of(cols, ["a@proxy", "b@proxy", "c@proxy"]) == pytest.approx(0.45)
+        assert cd.cost_of(cols, ["a@proxy", "c@proxy"]) == pytest.approx(0.4)  # the group is not complete
+    finally:
+        cd.GROUP_COSTS.clear()
+    assert cd.cost_of(cols, ["a@proxy", "b@proxy"]) == pytest.approx(0.6)
