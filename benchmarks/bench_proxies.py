@@ -88,12 +88,14 @@ SETTINGS = {"swap": {"repeats": 8}, "zen": {"repeats": 8}}
 def as_member(proxy: str):
     """``proxy`` as this benchmark scores it (seed 0), spelled as a
     :class:`ghnas.proxies.zero_shot.Member`: its settings and batch size where they differ
-    from the proxy's own. What ``choose_default.py`` writes into ``zero_shot.DEFAULTS`` and
-    ``bench_proxy_speed.py`` times for a candidate aggregate."""
+    from the proxy's own. ``'name:N'`` is the proxy with a batch of N images (the GHN proxy
+    on 1,000 images: ``'ghn:1000'``). What ``choose_default.py`` writes into
+    ``zero_shot.DEFAULTS`` and ``bench_proxy_speed.py`` times for a candidate aggregate."""
     from ghnas.proxies.zero_shot import Member
 
-    bs = BATCH.get(proxy, DEFAULT_BATCH)
+    proxy, _, images = proxy.partition(":")
     own = get_proxy(proxy)
+    bs = int(images) if images else (own.default_batch_size if own.needs_ghn else BATCH.get(proxy, DEFAULT_BATCH))
     return Member(proxy, tuple(sorted(SETTINGS.get(proxy, {}).items())),
                   bs if own.needs_data and bs != own.default_batch_size else None)
 NASLIB = {"params": "naslib_params", "flops": "naslib_flops", "synflow": "naslib_synflow",
@@ -152,20 +154,23 @@ class Images:
         return self._cache[key]
 
 
-#: 'ghn-<digest>' -> the GHN checkpoint it names (filled by --ghn)
-GHN_FILES: dict[str, str] = {}
+#: 'ghn-<digest>[-i<images>]' -> (the GHN checkpoint it names, images per batch); filled by --ghn
+GHN_FILES: dict[str, tuple[str, int]] = {}
 
 
-def ghn_label(ghn: str) -> str:
+def ghn_label(ghn: str, images: int | None = None) -> str:
     """``'ghn-<first 8 hex of the checkpoint's sha256>'``: the GHN proxy's rows are kept per
-    checkpoint, so scores of a retrained GHN never mix with an older one's."""
+    checkpoint, so scores of a retrained GHN never mix with an older one's; ``-i<N>`` is
+    appended where the proxy scores on N images instead of its own 200."""
     import hashlib
 
     from ghnas.ghn import GHNRef
 
     path = GHNRef.of(ghn).path() if not Path(ghn).exists() else Path(ghn)
-    label = "ghn-" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8]
-    GHN_FILES[label] = str(path)
+    own = get_proxy("ghn").default_batch_size
+    images = int(images or own)
+    label = "ghn-" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8] + ("" if images == own else f"-i{images}")
+    GHN_FILES[label] = (str(path), images)
     return label
 
 
@@ -197,8 +202,9 @@ def run_job(space: str, proxy: str, size: str, seed: int, archs: list[str], imag
     todo = [a for a in archs if a not in done]
     if not todo:
         return
-    if proxy.startswith("ghn-"):  # a GHN proxy row set: 'ghn-<digest>' (see ghn_label)
-        prox, bs = get_proxy("ghn", ghn=GHN_FILES[proxy]), get_proxy("ghn").default_batch_size
+    if proxy.startswith("ghn-"):  # a GHN proxy row set: 'ghn-<digest>[-i<images>]' (see ghn_label)
+        ghn_file, bs = GHN_FILES[proxy]
+        prox = get_proxy("ghn", ghn=ghn_file)
     else:
         kwargs = dict(SETTINGS.get(proxy, {}), **({"seed": seed} if proxy in SEEDED else {}))
         prox, bs = get_proxy(proxy, **kwargs), BATCH.get(proxy, DEFAULT_BATCH)
@@ -551,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also score the GHN proxy (loss metric, 200 images) with this GHN (name or "
                          "checkpoint); its rows are the proxy 'ghn-<checkpoint digest>' of the caches and "
                          "the exported table (choose_default.py --ghn ghn@proxy=ghn-<digest>)")
+    ap.add_argument("--ghn-images", default="200",
+                    help="comma-separated image counts the --ghn proxies score on (rows 'ghn-<digest>-i<N>' "
+                         "for counts other than the proxy's own 200)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--limit", type=int, default=None,
                     help="use the first LIMIT rows of the dev set (halves by row parity within them)")
@@ -567,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     space = args.space
     cache_dir = args.cache_dir or REPO / "runs/bench_proxies" / space
     out = args.out or REPO / "benchmarks/results" / f"proxies_{space}"
-    proxies = [p for p in args.proxies.split(",") if p] + [ghn_label(g) for g in args.ghn]
+    proxies = [p for p in args.proxies.split(",") if p] + [
+        ghn_label(g, int(n)) for g in args.ghn for n in args.ghn_images.split(",") if n.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     archs, truth, rows = read_rows(space, args.root)

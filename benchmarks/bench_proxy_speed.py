@@ -61,9 +61,10 @@ def measure(space: str, proxy: str, n: int, root: Path) -> dict:
 
         prox, bs = Ensemble([as_member(m).make() for m in proxy.split("+")], method="log_rank"), None
     else:
-        prox = get_proxy(proxy, **dict(SETTINGS.get(proxy, {}), **({"seed": 0} if proxy in SEEDED else {})))
-        # the GHN proxies (the space's shipped GHN) at their own 200 images
-        bs = prox.default_batch_size if prox.needs_ghn else BATCH.get(proxy, DEFAULT_BATCH)
+        # 'name:N': on N images (e.g. 'ghn:1000'); the GHN proxy uses the space's shipped GHN
+        name, _, images = proxy.partition(":")
+        prox = get_proxy(name, **dict(SETTINGS.get(name, {}), **({"seed": 0} if name in SEEDED else {})))
+        bs = int(images) if images else (prox.default_batch_size if prox.needs_ghn else BATCH.get(name, DEFAULT_BATCH))
     size = "proxy"
     build = SPACES[space]["sizes"][size]
     t1 = time.perf_counter()
