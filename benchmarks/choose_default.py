@@ -224,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--min-gain", type=float, default=0.01, help="smallest tau gain that adds a member")
     ap.add_argument("--search", choices=sorted(SEARCHES), default="greedy",
                     help="greedy forward selection, or the best subset of each size within the budget")
+    ap.add_argument("--tuning-only", action="store_true",
+                    help="print the choice and the selection paths (tuning half) and stop: nothing is "
+                         "computed on the reporting half and nothing is written")
     ap.add_argument("--limit", type=int, default=None, help="use the first N rows of the dev set")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -272,6 +275,9 @@ def main(argv: list[str] | None = None) -> None:
     members = path[-1]["members"]
     result["choice"] = {"method": method, "members": members, "tuning_kendall": path[-1]["tau"],
                         "defaults_entry": defaults_entry(members, method)}
+    if args.tuning_only:  # look at choices without seeing the held-out half
+        print(json.dumps({"choice": result["choice"], "paths": result["paths"]}, indent=1))
+        return
     result["reporting"] = {"default": report(cols, members, rep, truth, method)}
     # with and without the GHN: the other paths' choices, and the default with the GHN
     # added or taken out
