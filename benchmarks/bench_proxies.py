@@ -156,20 +156,22 @@ class Images:
 
 #: 'ghn-<digest>[-i<images>]' -> (the GHN checkpoint it names, images per batch); filled by --ghn
 GHN_FILES: dict[str, tuple[str, int]] = {}
+#: the images of the rows labelled without '-i<N>' (the committed tables' first GHN rows)
+GHN_LABEL_IMAGES = 200
 
 
 def ghn_label(ghn: str, images: int | None = None) -> str:
     """``'ghn-<first 8 hex of the checkpoint's sha256>'``: the GHN proxy's rows are kept per
     checkpoint, so scores of a retrained GHN never mix with an older one's; ``-i<N>`` is
-    appended where the proxy scores on N images instead of its own 200."""
+    appended where the proxy scores on N images instead of 200."""
     import hashlib
 
     from ghnas.ghn import GHNRef
 
     path = GHNRef.of(ghn).path() if not Path(ghn).exists() else Path(ghn)
-    own = get_proxy("ghn").default_batch_size
-    images = int(images or own)
-    label = "ghn-" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8] + ("" if images == own else f"-i{images}")
+    images = int(images or GHN_LABEL_IMAGES)
+    label = "ghn-" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8] + (
+        "" if images == GHN_LABEL_IMAGES else f"-i{images}")
     GHN_FILES[label] = (str(path), images)
     return label
 
@@ -559,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
                          "the exported table (choose_default.py --ghn ghn@proxy=ghn-<digest>)")
     ap.add_argument("--ghn-images", default="200",
                     help="comma-separated image counts the --ghn proxies score on (rows 'ghn-<digest>-i<N>' "
-                         "for counts other than the proxy's own 200)")
+                         "for counts other than 200)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--limit", type=int, default=None,
                     help="use the first LIMIT rows of the dev set (halves by row parity within them)")
