@@ -154,6 +154,14 @@ class Images:
         return self._cache[key]
 
 
+def member_label(member) -> str:
+    """The name of a :class:`~ghnas.proxies.zero_shot.Member`'s column in choose_default and
+    bench_search_pool (the inverse of :func:`as_member`): the proxy's name, with ``:<images>``
+    for a GHN member (whose rows are given per image count with ``--ghn``)."""
+    own = get_proxy(member.proxy)
+    return f"{member.proxy}:{member.batch_size or own.default_batch_size}" if own.needs_ghn else member.proxy
+
+
 #: 'ghn-<digest>[-i<images>]' -> (the GHN checkpoint it names, images per batch); filled by --ghn
 GHN_FILES: dict[str, tuple[str, int]] = {}
 #: the images of the rows labelled without '-i<N>' (the committed tables' first GHN rows)
@@ -558,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ghn", action="append", default=[], metavar="GHN",
                     help="also score the GHN proxy (loss metric, 200 images) with this GHN (name or "
                          "checkpoint); its rows are the proxy 'ghn-<checkpoint digest>' of the caches and "
-                         "the exported table (choose_default.py --ghn ghn@proxy=ghn-<digest>)")
+                         "the exported table (choose_default.py --ghn ghn:200@proxy=ghn-<digest>, ghn:1000@proxy=ghn-<digest>-i1000)")
     ap.add_argument("--ghn-images", default="200",
                     help="comma-separated image counts the --ghn proxies score on (rows 'ghn-<digest>-i<N>' "
                          "for counts other than 200)")

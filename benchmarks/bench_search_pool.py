@@ -7,7 +7,7 @@ recorded. Scores come from the per-architecture caches of ``benchmarks/bench_pro
 (and GHN-proxy rows chosen with ``--ghn``), which is what ``ghnas.search`` would compute:
 every proxy scores an architecture deterministically from ``(seed, arch)``.
 
-    python benchmarks/bench_search_pool.py --space nb201 --ghn ghn@proxy=ghn
+    python benchmarks/bench_search_pool.py --space nb201 --ghn ghn:1000@proxy=ghn-<digest>-i1000
     python benchmarks/bench_search_pool.py --space darts --limit 200 --budget 50
 
 Writes ``benchmarks/results/search_pool_<space>.{json,md}`` (``_tuning`` with ``--half tuning``).
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_proxies import SPACES, read_rows, scores_table  # noqa: E402
+from bench_proxies import SPACES, member_label, read_rows, scores_table  # noqa: E402
 from choose_default import load_columns  # noqa: E402
 
 from ghnas._io import atomic_write_text  # noqa: E402
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget", type=int, default=100)
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--ghn", action="append", default=[], metavar="LABEL=PROXY",
-                    help="a GHN proxy's rows of the scores, e.g. ghn@proxy=ghn")
+                    help="a GHN proxy's rows of the scores, e.g. ghn:1000@proxy=ghn-<digest>-i1000 (label name:images@size = rows)")
     ap.add_argument("--half", choices=("reporting", "tuning"), default="reporting",
                     help="the pool: the reporting half (odd rows, default) or the tuning half (even rows, "
                          "where the default was chosen: for comparisons that may inform a choice)")
@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     cols = load_columns(args.space, args.scores, archs, sizes, dict(x.split("=", 1) for x in args.ghn))
     members, method = DEFAULTS[args.space]
     at_proxy = {m.split("@")[0]: m for m in cols if m.endswith("@proxy")}
-    scorers = {"zero-shot (default)": ([at_proxy[m.proxy] for m in members], method)}
+    missing = [member_label(m) for m in members if member_label(m) not in at_proxy]
+    if missing:
+        raise SystemExit(f"no scores for the default's member(s) {missing}: give GHN rows with "
+                         "--ghn ghn:<images>@proxy=<rows>")
+    scorers = {"zero-shot (default)": ([at_proxy[member_label(m)] for m in members], method)}
     for m in sorted(cols):
         scorers[m] = ([m], "mean")
     report = np.arange(1 if args.half == "reporting" else 0, len(archs), 2)

@@ -10,7 +10,7 @@ and AZ-NAS's log-rank), while the members' summed seconds per architecture stay 
 then is the chosen aggregate scored once on the REPORTING half (odd rows), with and without
 the GHN proxy as a member, next to the best single proxies.
 
-    python benchmarks/choose_default.py --space nb201 --ghn ghn@proxy=ghn
+    python benchmarks/choose_default.py --space nb201 --ghn ghn:1000@proxy=ghn-<digest>-i1000
     python benchmarks/choose_default.py --space darts --limit 200
 
 Writes ``benchmarks/results/default_<space>/{choice.json,README.md}``. The chosen member
@@ -62,7 +62,7 @@ def load_columns(space: str, source: Path, archs: list[str], sizes: dict[str, st
                  extra: dict[str, str], seed: int = 0) -> dict[str, dict]:
     """``{member label: {'scores': [...], 'seconds': s/arch, 'hib': bool}}`` for every
     proxy of ``source`` (at its chosen size) that scored every architecture, plus the GHN
-    labels of ``extra`` (``{'ghn@proxy': 'ghn'}``: the rows of that proxy)."""
+    labels of ``extra`` (``{'ghn:1000@proxy': 'ghn-<digest>-i1000'}``: the rows of that proxy)."""
     table = read_scores(source, seed)
     out: dict[str, dict] = {}
 
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shared", type=Path, default=REPO.parent, help="folder holding shared/")
     ap.add_argument("--sizes", default=None, help="JSON {proxy: size} (default: bench_proxies' choices)")
     ap.add_argument("--ghn", action="append", default=[], metavar="LABEL=PROXY",
-                    help="a GHN proxy's rows of the scores as a candidate member, e.g. ghn@proxy=ghn")
+                    help="a GHN proxy's rows of the scores as a candidate member, e.g. ghn:1000@proxy=ghn-<digest>-i1000 (label name:images@size = rows)")
     ap.add_argument("--summary", type=Path, default=None,
                     help="bench_proxies' summary.json with the size chosen per proxy (default: benchmarks/results)")
     ap.add_argument("--costs", type=Path, default=None,
