@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.limit:  # the first rows only (what bench_proxies --limit scored); halves as before
         archs, truth = archs[:args.limit], truth[:args.limit]
     truth = np.asarray(truth)
+    if args.tuning_only:  # the tuning half only: its scores are all that is read
+        archs, truth = archs[0::2], truth[0::2]
     summary = args.summary or REPO / "benchmarks" / "results" / f"proxies_{args.space}" / "summary.json"
     sizes = json.loads(args.sizes) if args.sizes else {
         p: d["chosen"] for p, d in json.loads(summary.read_text())["decision"].items()}
@@ -256,6 +258,8 @@ def main(argv: list[str] | None = None) -> None:
             elif c["proxy"] not in extra.values():
                 c["seconds"] = float("inf")  # unmeasured: not a candidate
     tune, rep = list(range(0, len(archs), 2)), list(range(1, len(archs), 2))
+    if args.tuning_only:
+        tune, rep = list(range(len(archs))), []
     ghn_labels = set(extra)
     zero_cost = [m for m in cols if m not in ghn_labels]
     result: dict = {"space": args.space, "rows": len(archs), "n_tuning": len(tune), "n_reporting": len(rep),
