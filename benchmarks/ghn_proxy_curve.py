@@ -26,7 +26,7 @@ snapshots, and the chosen formulation: the best mean Kendall tau at ``at_step``.
 
 ``--half report``: reads the choice (and ``at_step``) from the tuning stage's JSON and
 measures that formulation once on the reporting half (its curve over the snapshots too),
-next to today's default (``neg_loss``, 200 images) for reference. Nothing is chosen there.
+next to the GHN proxy's default (``neg_loss``, 1,000 images) and the 200-image batch for reference. Nothing is chosen there.
 
 Results go to ``benchmarks/results/ghn_proxy_curve/<run>_<half>.json``, ``.md`` and ``.png``;
 scores are cached per (snapshot weights, architecture, seed) in ``runs/bench_cache/``.
@@ -395,9 +395,12 @@ def main(argv: list[str] | None = None) -> None:
         if not snaps or snaps[-1][0] != at_step:
             raise SystemExit(f"the tuning stage chose at step {at_step}, which is not among the snapshots used here")
         chosen = tune["chosen"]["formulation"]
-        reference = {"kind": "single", "metric": "neg_loss", "n": 200}
+        # the GHN proxy as it is shipped (its metric and image count)
+        from ghnas.proxies.ghn import GHNProxy
+
+        reference = {"kind": "single", "metric": GHNProxy().metric, "n": GHNProxy.default_batch_size}
         todo_f = [chosen] + ([reference] if reference != chosen else [])
-        images = sorted({f["n"] for f in todo_f if f["kind"] != "finetune"} | {200})
+        images = sorted({f["n"] for f in todo_f if f["kind"] != "finetune"} | {200, reference["n"]})
         seeds = tune["meta"]["seeds"]
         ft_steps = [f["steps"] for f in todo_f if f["kind"] == "finetune"]
         ft_seeds = tune["meta"].get("finetune_seeds", ft_seeds)
@@ -466,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
         res["report"] = [summarise_formulation(f, steps, base, archs, truth, seeds, ft, at) for f in todo_f]
         res["report"][0]["label"] = "CHOSEN: " + res["report"][0]["label"]
         if len(res["report"]) > 1:
-            res["report"][1]["label"] = "reference, today's default: " + res["report"][1]["label"]
+            res["report"][1]["label"] = "reference, the ghn proxy's default: " + res["report"][1]["label"]
     meta["seconds"] = time.time() - t0
     name = f"{stem}_{args.half}"
     write_atomic(args.out / f"{name}.json", json.dumps(res, indent=1, default=float) + "\n")
