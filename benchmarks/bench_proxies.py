@@ -65,6 +65,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ghnas import correlation  # noqa: E402
+from ghnas._io import atomic_path, atomic_write_text  # noqa: E402
 from ghnas.proxies import get_proxy, rank_aggregate, score  # noqa: E402
 
 # cheapest first, so that partial runs cover many proxies
@@ -83,21 +84,6 @@ DEFAULT_BATCH = 32
 SEEDED = {"swap", "zen", "az_expressivity", "az_progressivity", "az_trainability"}
 # the authors average 32 random re-initialisations; 8 here, for the CPU budget (noise only)
 SETTINGS = {"swap": {"repeats": 8}, "zen": {"repeats": 8}}
-
-
-def as_member(proxy: str):
-    """``proxy`` as this benchmark scores it (seed 0), spelled as a
-    :class:`ghnas.proxies.zero_shot.Member`: its settings and batch size where they differ
-    from the proxy's own. ``'name:N'`` is the proxy with a batch of N images (the GHN proxy
-    on 1,000 images: ``'ghn:1000'``). What ``choose_default.py`` writes into
-    ``zero_shot.DEFAULTS`` and ``bench_proxy_speed.py`` times for a candidate aggregate."""
-    from ghnas.proxies.zero_shot import Member
-
-    proxy, _, images = proxy.partition(":")
-    own = get_proxy(proxy)
-    bs = int(images) if images else (own.default_batch_size if own.needs_ghn else BATCH.get(proxy, DEFAULT_BATCH))
-    return Member(proxy, tuple(sorted(SETTINGS.get(proxy, {}).items())),
-                  bs if own.needs_data and bs != own.default_batch_size else None)
 NASLIB = {"params": "naslib_params", "flops": "naslib_flops", "synflow": "naslib_synflow",
           "jacob_cov": "naslib_jacov", "snip": "naslib_snip", "grad_norm": "naslib_grad_norm",
           "fisher": "naslib_fisher", "grasp": "naslib_grasp", "l2_norm": "naslib_l2_norm",
@@ -152,6 +138,21 @@ class Images:
             x, y = next(self.train.batches(size, shuffle=True, seed=seed))
             self._cache[key] = [(x, y)]
         return self._cache[key]
+
+
+def as_member(proxy: str):
+    """``proxy`` as this benchmark scores it (seed 0), spelled as a
+    :class:`ghnas.proxies.zero_shot.Member`: its settings and batch size where they differ
+    from the proxy's own. ``'name:N'`` is the proxy with a batch of N images (the GHN proxy
+    on 1,000 images: ``'ghn:1000'``). What ``choose_default.py`` writes into
+    ``zero_shot.DEFAULTS`` and ``bench_proxy_speed.py`` times for a candidate aggregate."""
+    from ghnas.proxies.zero_shot import Member
+
+    proxy, _, images = proxy.partition(":")
+    own = get_proxy(proxy)
+    bs = int(images) if images else (own.default_batch_size if own.needs_ghn else BATCH.get(proxy, DEFAULT_BATCH))
+    return Member(proxy, tuple(sorted(SETTINGS.get(proxy, {}).items())),
+                  bs if own.needs_data and bs != own.default_batch_size else None)
 
 
 def member_label(member) -> str:
@@ -258,10 +259,8 @@ def export_scores(cache_dir: Path, path: Path) -> Path:
     data = buf.getvalue().encode()
     if path.name.endswith(".gz"):
         data = gzip.compress(data, mtime=0)  # mtime 0: the same scores give the same bytes
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 
@@ -544,10 +543,7 @@ def plot(space: str, results: dict, path: Path) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 # --------------------------------------------------------------------------- main
