@@ -72,7 +72,7 @@ from ghnas.proxies import get_proxy, rank_aggregate, score  # noqa: E402
 PROXIES = ["params", "flops", "l2_norm", "synflow", "naswot", "jacob_cov", "snip", "grad_norm",
            "plain", "epe_nas", "fisher", "grasp", "meco", "zico", "az_expressivity",
            "az_progressivity", "az_trainability", "az_complexity", "linear_regions", "ntk_cond",
-           "zen", "swap"]
+           "zen", "swap", "swap-r1", "swap-r2", "swap-r4"]
 AGGREGATES = {"az_nas": (["az_expressivity", "az_progressivity", "az_trainability", "az_complexity"],
                          "log_rank"),
               "te_nas": (["ntk_cond", "linear_regions"], "mean_rank")}
@@ -84,6 +84,9 @@ DEFAULT_BATCH = 32
 SEEDED = {"swap", "zen", "az_expressivity", "az_progressivity", "az_trainability"}
 # the authors average 32 random re-initialisations; 8 here, for the CPU budget (noise only)
 SETTINGS = {"swap": {"repeats": 8}, "zen": {"repeats": 8}}
+#: cheaper settings of a proxy, scored as rows of their own ('swap-r2': SWAP averaged over
+#: 2 re-initialisations instead of 8), so that a default can trade noise for time
+VARIANTS = {f"swap-r{n}": ("swap", {"repeats": n}) for n in (1, 2, 4)}
 NASLIB = {"params": "naslib_params", "flops": "naslib_flops", "synflow": "naslib_synflow",
           "jacob_cov": "naslib_jacov", "snip": "naslib_snip", "grad_norm": "naslib_grad_norm",
           "fisher": "naslib_fisher", "grasp": "naslib_grasp", "l2_norm": "naslib_l2_norm",
@@ -140,6 +143,23 @@ class Images:
         return self._cache[key]
 
 
+def base_proxy(row: str) -> tuple[str, dict]:
+    """The registered proxy that the rows named ``row`` score, and the settings this
+    benchmark gives it (a :data:`VARIANTS` name is a proxy with other settings)."""
+    name, settings = VARIANTS.get(row, (row, SETTINGS.get(row, {})))
+    return name, dict(settings)
+
+
+def proxy_for(row: str, seed: int = 0, images: int | None = None):
+    """``(proxy, images per batch)`` as this benchmark scores the rows ``row`` with image
+    seed ``seed`` (the seed is also the proxy's own where it re-initialises or draws inputs);
+    ``images`` overrides the batch (the GHN proxy's image counts)."""
+    name, settings = base_proxy(row)
+    prox = get_proxy(name, **settings, **({"seed": seed} if name in SEEDED else {}))
+    bs = int(images) if images else (prox.default_batch_size if prox.needs_ghn else BATCH.get(name, DEFAULT_BATCH))
+    return prox, bs
+
+
 def as_member(proxy: str):
     """``proxy`` as this benchmark scores it (seed 0), spelled as a
     :class:`ghnas.proxies.zero_shot.Member`: its settings and batch size where they differ
@@ -148,19 +168,25 @@ def as_member(proxy: str):
     ``zero_shot.DEFAULTS`` and ``bench_proxy_speed.py`` times for a candidate aggregate."""
     from ghnas.proxies.zero_shot import Member
 
-    proxy, _, images = proxy.partition(":")
-    own = get_proxy(proxy)
-    bs = int(images) if images else (own.default_batch_size if own.needs_ghn else BATCH.get(proxy, DEFAULT_BATCH))
-    return Member(proxy, tuple(sorted(SETTINGS.get(proxy, {}).items())),
+    row, _, images = proxy.partition(":")
+    own, bs = proxy_for(row, 0, int(images) if images else None)
+    name, settings = base_proxy(row)
+    return Member(name, tuple(sorted(settings.items())),
                   bs if own.needs_data and bs != own.default_batch_size else None)
 
 
 def member_label(member) -> str:
     """The name of a :class:`~ghnas.proxies.zero_shot.Member`'s column in choose_default and
-    bench_search_pool (the inverse of :func:`as_member`): the proxy's name, with ``:<images>``
-    for a GHN member (whose rows are given per image count with ``--ghn``)."""
+    bench_search_pool (the inverse of :func:`as_member`): the rows' name (a :data:`VARIANTS`
+    name where the settings are a variant's), with ``:<images>`` for a GHN member (whose
+    rows are given per image count with ``--ghn``)."""
     own = get_proxy(member.proxy)
-    return f"{member.proxy}:{member.batch_size or own.default_batch_size}" if own.needs_ghn else member.proxy
+    if own.needs_ghn:
+        return f"{member.proxy}:{member.batch_size or own.default_batch_size}"
+    for row in (member.proxy, *VARIANTS):
+        if base_proxy(row) == (member.proxy, dict(member.settings)):
+            return row
+    raise ValueError(f"no rows of this benchmark score {member} (settings {dict(member.settings)})")
 
 
 #: 'ghn-<digest>[-i<images>]' -> (the GHN checkpoint it names, images per batch); filled by --ghn
@@ -217,8 +243,7 @@ def run_job(space: str, proxy: str, size: str, seed: int, archs: list[str], imag
         ghn_file, bs = GHN_FILES[proxy]
         prox = get_proxy("ghn", ghn=ghn_file)
     else:
-        kwargs = dict(SETTINGS.get(proxy, {}), **({"seed": seed} if proxy in SEEDED else {}))
-        prox, bs = get_proxy(proxy, **kwargs), BATCH.get(proxy, DEFAULT_BATCH)
+        prox, bs = proxy_for(proxy, seed)
     data = images.batch(bs, seed) if prox.needs_data else None
     build = SPACES[space]["sizes"][size]
     t0 = time.time()
@@ -326,7 +351,7 @@ def subsets(n: int) -> dict[str, list[int]]:
 
 
 def proxy_direction(proxy: str) -> bool:
-    return get_proxy(proxy).higher_is_better
+    return get_proxy(base_proxy(proxy)[0]).higher_is_better
 
 
 def size_decision(space: str, archs: list[str], truth: list[float], cache_dir: Path, n_size: int,
@@ -376,7 +401,7 @@ def summarise(space: str, archs: list[str], truth: list[float], rows: list[dict[
         per_seed = {s: c for s in seeds if (c := column(p, size, s)) is not None}
         # partial: the tuning half alone may be complete
         entry: dict[str, Any] = {"size": size, "chosen": size == chosen, "build": SPACES[space]["sizes"][size],
-                                 "batch": BATCH.get(p, DEFAULT_BATCH), "seconds": seconds_of(p, size),
+                                 "batch": proxy_for(p)[1], "seconds": seconds_of(p, size),
                                  "seeds": sorted(per_seed), "higher_is_better": proxy_direction(p)}
         got0 = read_cache(cache_file(cache_dir, p, size, 0))
         for name, idx in subs.items():
@@ -605,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         results = summarise(space, archs, truth, rows, cache_dir, seeds, decision, args.n_boot)
         meta = {"space": space, "n": len(archs), "n_boot": args.n_boot, "n_size": args.n_size,
                 "max_seconds": args.max_seconds, "seeds_available": seeds, "limit": args.limit,
-                "settings": SETTINGS,
+                "settings": SETTINGS, "variants": VARIANTS,
                 # hand-written analysis kept next to the generated tables
                 "notes": (NOTES_DIR / f"proxies_{space}.md").read_text() if (NOTES_DIR / f"proxies_{space}.md").exists() else None, "torch": torch.__version__,
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared)"}

@@ -44,7 +44,7 @@ def measure(space: str, proxy: str, n: int, root: Path) -> dict:
     t0 = time.perf_counter()
     import torch
 
-    from bench_proxies import BATCH, DEFAULT_BATCH, SEEDED, SETTINGS, SPACES, read_rows
+    from bench_proxies import SPACES, proxy_for, read_rows
 
     from ghnas import data as gdata
     from ghnas.proxies import get_proxy, score
@@ -63,8 +63,7 @@ def measure(space: str, proxy: str, n: int, root: Path) -> dict:
     else:
         # 'name:N': on N images (e.g. 'ghn:1000'); the GHN proxy uses the space's shipped GHN
         name, _, images = proxy.partition(":")
-        prox = get_proxy(name, **dict(SETTINGS.get(name, {}), **({"seed": 0} if name in SEEDED else {})))
-        bs = int(images) if images else (prox.default_batch_size if prox.needs_ghn else BATCH.get(name, DEFAULT_BATCH))
+        prox, bs = proxy_for(name, 0, int(images) if images else None)
     size = "proxy"
     build = SPACES[space]["sizes"][size]
     t1 = time.perf_counter()

@@ -30,11 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_proxies import SPACES, open_scores, read_cache, read_rows, scores_table  # noqa: E402
+from bench_proxies import SPACES, open_scores, proxy_direction, read_cache, read_rows, scores_table  # noqa: E402
 
 from ghnas._io import atomic_write_text  # noqa: E402
 from ghnas.correlation import bootstrap_ci, kendall_tau, spearman_rho, top_k_precision  # noqa: E402
-from ghnas.proxies import get_proxy  # noqa: E402
 from ghnas.proxies.ensemble import rank_aggregate  # noqa: E402
 
 #: the aggregations the selection tries (each a method of ghnas.proxies.ensemble.rank_aggregate)
@@ -74,7 +73,7 @@ def load_columns(space: str, source: Path, archs: list[str], sizes: dict[str, st
         if proxy.startswith("ghn") or sizes.get(proxy, size) != size:  # GHN scores come in via ``extra``
             continue
         if all(a in got for a in archs):
-            out[f"{proxy}@{size}"] = column(proxy, size, got, get_proxy(proxy).higher_is_better)
+            out[f"{proxy}@{size}"] = column(proxy, size, got, proxy_direction(proxy))
     for label, proxy in extra.items():
         size = label.split("@")[-1]
         got = table.get((proxy, size), {})

@@ -162,3 +162,20 @@ def test_members_that_share_a_pass_cost_what_they_were_measured_at_together():
     finally:
         cd.GROUP_COSTS.clear()
     assert cd.cost_of(cols, ["a@proxy", "b@proxy"]) == pytest.approx(0.6)
+
+
+def test_proxy_variants_are_rows_of_their_own_and_members_of_the_default():
+    """A variant row ('swap-r2': SWAP with 2 re-initialisations) scores the registered proxy
+    with its own settings, and spells the same Member both ways, so choose_default can
+    write it into DEFAULTS and bench_search_pool finds its column again."""
+    bp = _module("bench_proxies")
+    prox, bs = bp.proxy_for("swap-r2", seed=3)
+    assert (prox.repeats, prox.seed, bs) == (2, 3, 16)
+    assert bp.proxy_for("swap")[0].repeats == 8  # the benchmark's setting of the plain rows
+    for row in ("swap", "swap-r1", "swap-r2", "meco", "jacob_cov", "ghn:1000"):
+        assert bp.member_label(bp.as_member(row)) == row
+    assert bp.as_member("swap-r2").make().repeats == 2
+    assert bp.proxy_direction("swap-r4") is True
+    from ghnas.proxies.zero_shot import Member
+    with pytest.raises(ValueError, match="no rows"):
+        bp.member_label(Member("swap", (("repeats", 3),)))
