@@ -57,22 +57,29 @@ def read_scores(source: Path, seed: int = 0) -> dict[tuple[str, str], dict[str, 
     return out
 
 
-def load_columns(space: str, source: Path, archs: list[str], sizes: dict[str, str],
-                 extra: dict[str, str], seed: int = 0) -> dict[str, dict]:
+def load_columns(space: str, source: Path, archs: list[str], extra: dict[str, str], seed: int = 0,
+                 required: list[str] | None = None) -> dict[str, dict]:
     """``{member label: {'scores': [...], 'seconds': s/arch, 'hib': bool}}`` for every
-    proxy of ``source`` (at its chosen size) that scored every architecture, plus the GHN
-    labels of ``extra`` (``{'ghn:1000@proxy': 'ghn-<digest>-i1000'}``: the rows of that proxy)."""
+    proxy of ``source`` scored at the proxy size on every architecture of ``required``
+    (default ``archs``; scores are read for ``archs`` only), plus the GHN labels of ``extra``
+    (``{'ghn:1000@proxy': 'ghn-<digest>-i1000'}``: the rows of that proxy).
+
+    The default scores every member on one network (the caller's size, by default the
+    proxy size), so the candidates are the proxy-size columns, whatever size the benchmark
+    table reports a proxy at (``bench_proxies.py --phases pool`` scores them on all rows).
+    ``required`` lets a look at the tuning half alone keep the candidates of the full run."""
     table = read_scores(source, seed)
     out: dict[str, dict] = {}
+    required = archs if required is None else required
 
     def column(proxy: str, size: str, got: dict[str, tuple[float, float]], hib: bool) -> dict:
         return {"proxy": proxy, "size": size, "scores": [got[a][0] for a in archs],
                 "seconds": float(np.median([got[a][1] for a in archs])), "hib": hib}
 
     for (proxy, size), got in table.items():
-        if proxy.startswith("ghn") or sizes.get(proxy, size) != size:  # GHN scores come in via ``extra``
+        if proxy.startswith("ghn") or size != "proxy":  # GHN scores come in via ``extra``
             continue
-        if all(a in got for a in archs):
+        if all(a in got for a in required):
             out[f"{proxy}@{size}"] = column(proxy, size, got, proxy_direction(proxy))
     for label, proxy in extra.items():
         size = label.split("@")[-1]
@@ -177,14 +184,14 @@ def best_subsets(cols: dict[str, dict], idx: list[int], truth: np.ndarray, metho
 SEARCHES = {"greedy": greedy, "subsets": best_subsets}
 
 
-def seed_spread(args, archs: list[str], truth: np.ndarray, sizes: dict[str, str], members: list[str],
-                idx: list[int], method: str) -> dict[str, float]:
+def seed_spread(args, archs: list[str], truth: np.ndarray, members: list[str], idx: list[int],
+                method: str) -> dict[str, float]:
     """Kendall tau of the chosen aggregate on ``idx`` for every image seed whose scores of
     all members are in the table (``bench_proxies.py --phases seeds``)."""
     out = {}
     for seed in range(10):
         try:
-            cols = load_columns(args.space, args.scores, archs, sizes, {}, seed=seed)
+            cols = load_columns(args.space, args.scores, archs, {}, seed=seed)
         except SystemExit:
             continue
         if all(m in cols for m in members):
@@ -210,11 +217,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="per-architecture scores: a table (default benchmarks/results/proxy_scores/<space>.csv.gz) "
                          "or a folder of bench_proxies caches")
     ap.add_argument("--shared", type=Path, default=REPO.parent, help="folder holding shared/")
-    ap.add_argument("--sizes", default=None, help="JSON {proxy: size} (default: bench_proxies' choices)")
     ap.add_argument("--ghn", action="append", default=[], metavar="LABEL=PROXY",
                     help="a GHN proxy's rows of the scores as a candidate member, e.g. ghn:1000@proxy=ghn-<digest>-i1000 (label name:images@size = rows)")
-    ap.add_argument("--summary", type=Path, default=None,
-                    help="bench_proxies' summary.json with the size chosen per proxy (default: benchmarks/results)")
     ap.add_argument("--costs", type=Path, default=None,
                     help="bench_proxy_speed.py's <space>.json: each member's cost is its end-to-end "
                          "s/arch there (default: the median s/arch recorded in the scores)")
@@ -235,16 +239,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.limit:  # the first rows only (what bench_proxies --limit scored); halves as before
         archs, truth = archs[:args.limit], truth[:args.limit]
     truth = np.asarray(truth)
+    every = list(archs)
     if args.tuning_only:  # the tuning half only: its scores are all that is read
         archs, truth = archs[0::2], truth[0::2]
-    summary = args.summary or REPO / "benchmarks" / "results" / f"proxies_{args.space}" / "summary.json"
-    sizes = json.loads(args.sizes) if args.sizes else {
-        p: d["chosen"] for p, d in json.loads(summary.read_text())["decision"].items()}
     extra = dict(x.split("=", 1) for x in args.ghn)
-    cols = load_columns(args.space, args.scores, archs, sizes, extra)
-    # the default scores every member on one network (the caller's size, by default the
-    # proxy size), so members measured at another size cannot join it
-    cols = {k: v for k, v in cols.items() if k.endswith("@proxy")}
+    cols = load_columns(args.space, args.scores, archs, extra, required=every)
     if args.costs is not None:
         speed = json.loads(args.costs.read_text())["rows"]
         GROUP_COSTS.clear()
@@ -296,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             result["reporting"][f"default + {g}"] = report(cols, members + [g], rep, truth, method)
         result["reporting"][g] = report(cols, [g], rep, truth, method)
-    result["reporting"]["default"]["kendall_by_seed"] = seed_spread(args, archs, truth, sizes, members, rep, method)
+    result["reporting"]["default"]["kendall_by_seed"] = seed_spread(args, archs, truth, members, rep, method)
     singles = sorted(zero_cost, key=lambda m: -tau_of(cols, [m], tune, truth, "mean"))[:5]
     for m in singles:
         result["reporting"][m] = report(cols, [m], rep, truth, "mean")

@@ -179,3 +179,25 @@ def test_proxy_variants_are_rows_of_their_own_and_members_of_the_default():
     from ghnas.proxies.zero_shot import Member
     with pytest.raises(ValueError, match="no rows"):
         bp.member_label(Member("swap", (("repeats", 3),)))
+
+
+def test_default_candidates_are_proxy_size_columns_of_every_row(tmp_path):
+    """choose_default's candidates: every proxy scored at the proxy size on all dev rows
+    (whatever size the benchmark table reports it at); a column with the tuning rows only
+    is left out, also when only the tuning half is read, so both runs see one pool."""
+    cd = _module("choose_default")
+    archs = ["a", "b", "c", "d"]
+
+    def write(proxy, size, rows):
+        lines = [f'{{"key": "k", "arch": "{a}", "score": {i}, "seconds": 0.1}}' for i, a in enumerate(rows)]
+        (tmp_path / f"{proxy}__{size}__s0.jsonl").write_text("\n".join(lines) + "\n")
+
+    write("meco", "proxy", archs)
+    write("synflow", "proxy", archs[0::2])  # tuning rows only
+    write("synflow", "bench", archs)
+    write("swap-r1", "proxy", archs)
+    full = cd.load_columns("nb201", tmp_path, archs, {})
+    assert sorted(full) == ["meco@proxy", "swap-r1@proxy"]
+    tuning = cd.load_columns("nb201", tmp_path, archs[0::2], {}, required=archs)
+    assert sorted(tuning) == sorted(full) and tuning["meco@proxy"]["scores"] == [0, 2]
+    assert "synflow@proxy" in cd.load_columns("nb201", tmp_path, archs[0::2], {})
