@@ -582,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
                          "(other sizes on --n-size tuning archs), reporting (reporting half at the chosen "
                          "size, seed 0), fill (the other rows at the chosen size), seeds (all rows, the "
                          "other --seeds), pool (all rows at the proxy size, where the default's members "
-                         "score, whatever size was chosen), report (tables only), export (every cached "
+                         "score, whatever size was chosen), pool-seeds (the same, the other --seeds), report (tables only), export (every cached "
                          "score into the committed table benchmarks/results/proxy_scores/<space>.csv.gz)")
     ap.add_argument("--proxies", default=",".join(PROXIES))
     ap.add_argument("--ghn", action="append", default=[], metavar="GHN",
@@ -674,18 +674,19 @@ def main(argv: list[str] | None = None) -> int:
                     size = decision.get(p, {}).get("chosen", "proxy")
                     run_job(space, p, size, s, archs, images, cache_dir, args.chunk, log)
                     report()
-        elif phase == "pool":
+        elif phase in ("pool", "pool-seeds"):
             # choose_default's candidates: the default scores all its members at the proxy size
-            for p in proxies:
-                if "proxy" in candidate_sizes(p):
-                    run_job(space, p, "proxy", 0, archs, images, cache_dir, args.chunk, log)
+            for s in ([0] if phase == "pool" else [s for s in seeds if s != 0]):
+                for p in proxies:
+                    if "proxy" in candidate_sizes(p):
+                        run_job(space, p, "proxy", s, archs, images, cache_dir, args.chunk, log)
             report()
         elif phase == "report":
             report()
         elif phase == "export":
             log(f"wrote {export_scores(cache_dir, scores_table(space))}")
         else:
-            raise SystemExit(f"unknown phase {phase!r}; valid: proxy, size, reporting, fill, seeds, pool, report, export")
+            raise SystemExit(f"unknown phase {phase!r}; valid: proxy, size, reporting, fill, seeds, pool, pool-seeds, report, export")
     log("done")
     return 0
 

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     truth = np.asarray(truth)
     summary = REPO / "benchmarks" / "results" / f"proxies_{args.space}" / "summary.json"
     sizes = {p: d["chosen"] for p, d in json.loads(summary.read_text())["decision"].items()}
-    cols = load_columns(args.space, args.scores, archs, sizes, dict(x.split("=", 1) for x in args.ghn))
+    cols = load_columns(args.space, args.scores, archs, dict(x.split("=", 1) for x in args.ghn), sizes=sizes)
     members, method = DEFAULTS[args.space]
     at_proxy = {m.split("@")[0]: m for m in cols if m.endswith("@proxy")}
     missing = [member_label(m) for m in members if member_label(m) not in at_proxy]

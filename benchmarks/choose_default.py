@@ -58,7 +58,7 @@ def read_scores(source: Path, seed: int = 0) -> dict[tuple[str, str], dict[str, 
 
 
 def load_columns(space: str, source: Path, archs: list[str], extra: dict[str, str], seed: int = 0,
-                 required: list[str] | None = None) -> dict[str, dict]:
+                 required: list[str] | None = None, sizes: dict[str, str] | None = None) -> dict[str, dict]:
     """``{member label: {'scores': [...], 'seconds': s/arch, 'hib': bool}}`` for every
     proxy of ``source`` scored at the proxy size on every architecture of ``required``
     (default ``archs``; scores are read for ``archs`` only), plus the GHN labels of ``extra``
@@ -67,7 +67,9 @@ def load_columns(space: str, source: Path, archs: list[str], extra: dict[str, st
     The default scores every member on one network (the caller's size, by default the
     proxy size), so the candidates are the proxy-size columns, whatever size the benchmark
     table reports a proxy at (``bench_proxies.py --phases pool`` scores them on all rows).
-    ``required`` lets a look at the tuning half alone keep the candidates of the full run."""
+    ``required`` lets a look at the tuning half alone keep the candidates of the full run;
+    ``sizes`` (``{proxy: size}``) adds each proxy's column at that size (bench_search_pool
+    compares single proxies at the size the benchmark table chose for them)."""
     table = read_scores(source, seed)
     out: dict[str, dict] = {}
     required = archs if required is None else required
@@ -77,8 +79,8 @@ def load_columns(space: str, source: Path, archs: list[str], extra: dict[str, st
                 "seconds": float(np.median([got[a][1] for a in archs])), "hib": hib}
 
     for (proxy, size), got in table.items():
-        if proxy.startswith("ghn") or size != "proxy":  # GHN scores come in via ``extra``
-            continue
+        if proxy.startswith("ghn") or (size != "proxy" and (sizes or {}).get(proxy) != size):
+            continue  # GHN scores come in via ``extra``
         if all(a in got for a in required):
             out[f"{proxy}@{size}"] = column(proxy, size, got, proxy_direction(proxy))
     for label, proxy in extra.items():

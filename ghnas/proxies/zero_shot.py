@@ -39,7 +39,7 @@ class Member:
 DEFAULTS: dict[str, tuple[tuple[Member, ...], str]] = {
     "nb201": ((Member("swap", (("repeats", 8),)), Member("meco"), Member("zico"), Member("jacob_cov", batch_size=32)),
               "log_rank"),
-    "darts": ((Member("naswot", batch_size=32), Member("az_progressivity"), Member("l2_norm")), "log_rank"),
+    "darts": ((Member("swap", (("repeats", 1),)), Member("az_expressivity")), "mean"),
 }
 
 
