@@ -107,17 +107,17 @@ def defaults_entry(members: list[str], method: str) -> str:
     return f"(({', '.join(specs)},), {method!r})"
 
 
-#: measured costs of member groups that share work (``{frozenset of proxy names: s/arch}``,
-#: from the ``a+b`` rows of ``--costs``): AZ-NAS's statistics come from one pass
-GROUP_COSTS: dict[frozenset, float] = {}
+#: measured costs of member groups that share work: ``{frozenset of proxy names: s/arch}``
+#: (from the ``a+b`` rows of ``--costs``; AZ-NAS's statistics come from one pass)
+GroupCosts = dict[frozenset, float]
 
 
-def cost_of(cols: dict[str, dict], members: list[str] | tuple[str, ...]) -> float:
-    """Summed s/arch of ``members``, where a measured group of them costs what it was
-    measured at together (largest groups first)."""
+def cost_of(cols: dict[str, dict], members: list[str] | tuple[str, ...], groups: GroupCosts | None = None) -> float:
+    """Summed s/arch of ``members``, where a measured group of them (``groups``) costs
+    what it was measured at together (largest groups first)."""
     left = {m.split("@")[0]: m for m in members}
     total = 0.0
-    for group, secs in sorted(GROUP_COSTS.items(), key=lambda g: -len(g[0])):
+    for group, secs in sorted((groups or {}).items(), key=lambda g: -len(g[0])):
         if group <= set(left) and len(group) > 1:
             total += secs
             for name in group:
@@ -132,7 +132,8 @@ def tau_of(cols: dict[str, dict], members: list[str], idx: list[int], truth: np.
 
 
 def greedy(cols: dict[str, dict], idx: list[int], truth: np.ndarray, method: str, budget_s: float,
-           pool: list[str], max_members: int = 6, min_gain: float = 0.01) -> list[dict]:
+           pool: list[str], max_members: int = 6, min_gain: float = 0.01,
+           groups: GroupCosts | None = None) -> list[dict]:
     """Forward selection on ``idx``; returns the path (members and tau after each addition).
 
     A member joins only if it lifts tau by at least ``min_gain``: smaller gains on 246
@@ -144,7 +145,7 @@ def greedy(cols: dict[str, dict], idx: list[int], truth: np.ndarray, method: str
     while len(chosen) < max_members:
         best, best_tau = None, path[-1]["tau"]
         for m in pool:
-            if m in chosen or cost_of(cols, chosen + [m]) > budget_s:
+            if m in chosen or cost_of(cols, chosen + [m], groups) > budget_s:
                 continue
             t = tau_of(cols, chosen + [m], idx, truth, method)
             if t > best_tau + min_gain:
@@ -157,7 +158,8 @@ def greedy(cols: dict[str, dict], idx: list[int], truth: np.ndarray, method: str
 
 
 def best_subsets(cols: dict[str, dict], idx: list[int], truth: np.ndarray, method: str, budget_s: float,
-                 pool: list[str], max_members: int = 5, min_gain: float = 0.01) -> list[dict]:
+                 pool: list[str], max_members: int = 5, min_gain: float = 0.01,
+                 groups: GroupCosts | None = None) -> list[dict]:
     """Every subset of ``pool`` within the budget, up to ``max_members``: the best subset of
     each size on ``idx``, as a path of growing size that stops where one more member gains
     less than ``min_gain`` over the best smaller subset.
@@ -172,7 +174,7 @@ def best_subsets(cols: dict[str, dict], idx: list[int], truth: np.ndarray, metho
     for k in range(1, max_members + 1):
         best, best_tau = None, -np.inf
         for sub in combinations(cheap, k):
-            if cost_of(cols, sub) > budget_s:
+            if cost_of(cols, sub, groups) > budget_s:
                 continue
             t = tau_of(cols, list(sub), idx, truth, method)
             if t > best_tau:
@@ -201,7 +203,8 @@ def seed_spread(args, archs: list[str], truth: np.ndarray, members: list[str], i
     return out
 
 
-def report(cols: dict[str, dict], members: list[str], idx: list[int], truth: np.ndarray, method: str) -> dict:
+def report(cols: dict[str, dict], members: list[str], idx: list[int], truth: np.ndarray, method: str,
+           groups: GroupCosts | None = None) -> dict:
     agg = np.asarray(rank_aggregate([[cols[m]["scores"][i] for i in idx] for m in members],
                                     [cols[m]["hib"] for m in members], method))
     t = truth[idx]
@@ -209,7 +212,7 @@ def report(cols: dict[str, dict], members: list[str], idx: list[int], truth: np.
             "kendall": kendall_tau(agg, t), "spearman": spearman_rho(agg, t),
             "top10": top_k_precision(agg, t, 0.1),
             "kendall_ci": [(ci := bootstrap_ci(kendall_tau, agg, t, n_boot=1000, seed=0)).low, ci.high],
-            "s_per_arch": cost_of(cols, members)}
+            "s_per_arch": cost_of(cols, members, groups)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -246,11 +249,11 @@ def main(argv: list[str] | None = None) -> None:
         archs, truth = archs[0::2], truth[0::2]
     extra = dict(x.split("=", 1) for x in args.ghn)
     cols = load_columns(args.space, args.scores, archs, extra, required=every)
+    groups: GroupCosts = {}
     if args.costs is not None:
         speed = json.loads(args.costs.read_text())["rows"]
-        GROUP_COSTS.clear()
-        GROUP_COSTS.update({frozenset(k.split("+")): r["s_per_arch"] for k, r in speed.items()
-                            if "+" in k and r["size"] == "proxy"})
+        groups = {frozenset(k.split("+")): r["s_per_arch"] for k, r in speed.items()
+                  if "+" in k and r["size"] == "proxy"}
         for label, c in cols.items():
             name = label.split("@")[0]
             if name in speed and speed[name]["size"] == "proxy":
@@ -269,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
         for with_ghn in ([False, True] if ghn_labels else [False]):
             pool = zero_cost + (sorted(ghn_labels) if with_ghn else [])
             path = SEARCHES[args.search](cols, tune, truth, method, args.max_s_per_arch, pool,
-                                         min_gain=args.min_gain)
+                                         min_gain=args.min_gain, groups=groups)
             key = f"{method}{'+ghn' if with_ghn else ''}"
             result["paths"][key] = path
             # the GHN joins the default where it wins on the tuning half like any member
@@ -282,25 +285,25 @@ def main(argv: list[str] | None = None) -> None:
     if args.tuning_only:  # look at choices without seeing the held-out half
         print(json.dumps({"choice": result["choice"], "paths": result["paths"]}, indent=1))
         return
-    result["reporting"] = {"default": report(cols, members, rep, truth, method)}
+    result["reporting"] = {"default": report(cols, members, rep, truth, method, groups)}
     # with and without the GHN: the other paths' choices, and the default with the GHN
     # added or taken out
     for key, p in result["paths"].items():
         if p[-1]["members"] != members and (key.endswith("+ghn") or set(members) & ghn_labels):
             result["reporting"][f"chosen {'with' if key.endswith('+ghn') else 'without'} the GHN ({key})"] = \
-                report(cols, p[-1]["members"], rep, truth, key.split("+")[0])
+                report(cols, p[-1]["members"], rep, truth, key.split("+")[0], groups)
     for g in sorted(ghn_labels):
         if g in members:
             rest = [m for m in members if m != g]
             if rest:
-                result["reporting"][f"default - {g}"] = report(cols, rest, rep, truth, method)
+                result["reporting"][f"default - {g}"] = report(cols, rest, rep, truth, method, groups)
         else:
-            result["reporting"][f"default + {g}"] = report(cols, members + [g], rep, truth, method)
-        result["reporting"][g] = report(cols, [g], rep, truth, method)
+            result["reporting"][f"default + {g}"] = report(cols, members + [g], rep, truth, method, groups)
+        result["reporting"][g] = report(cols, [g], rep, truth, method, groups)
     result["reporting"]["default"]["kendall_by_seed"] = seed_spread(args, archs, truth, members, rep, method)
     singles = sorted(zero_cost, key=lambda m: -tau_of(cols, [m], tune, truth, "mean"))[:5]
     for m in singles:
-        result["reporting"][m] = report(cols, [m], rep, truth, "mean")
+        result["reporting"][m] = report(cols, [m], rep, truth, "mean", groups)
     out = args.out or REPO / "benchmarks" / "results" / f"default_{args.space}"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "choice.json", json.dumps(result, indent=1))

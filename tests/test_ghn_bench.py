@@ -155,13 +155,18 @@ def test_default_selection_searches_within_the_budget():
 def test_members_that_share_a_pass_cost_what_they_were_measured_at_together():
     cd = _module("choose_default")
     cols = {"a@proxy": {"seconds": 0.3}, "b@proxy": {"seconds": 0.3}, "c@proxy": {"seconds": 0.1}}
-    try:
-        cd.GROUP_COSTS[frozenset({"a", "b"})] = 0.35
-        assert cd.cost_of(cols, ["a@proxy", "b@proxy", "c@proxy"]) == pytest.approx(0.45)
-        assert cd.cost_of(cols, ["a@proxy", "c@proxy"]) == pytest.approx(0.4)  # the group is not complete
-    finally:
-        cd.GROUP_COSTS.clear()
+    groups = {frozenset({"a", "b"}): 0.35}
+    assert cd.cost_of(cols, ["a@proxy", "b@proxy", "c@proxy"], groups) == pytest.approx(0.45)
+    assert cd.cost_of(cols, ["a@proxy", "c@proxy"], groups) == pytest.approx(0.4)  # the group is not complete
     assert cd.cost_of(cols, ["a@proxy", "b@proxy"]) == pytest.approx(0.6)
+    # the selection counts the group at its joint cost: a + b fit a budget of 0.4 together
+    idx, truth = list(range(3)), np.array([0.0, 1.0, 2.0])
+    cols = {k: dict(v, scores=[0.0, 1.0, 2.0], hib=True) for k, v in cols.items()}
+    assert all(cd.cost_of(cols, p["members"], groups) <= 0.4
+               for p in cd.best_subsets(cols, idx, truth, "mean", 0.4, list(cols), min_gain=-1, groups=groups))
+    assert any(set(p["members"]) == {"a@proxy", "b@proxy"}
+               for p in cd.best_subsets(cols, idx, truth, "mean", 0.4, list(cols), max_members=2,
+                                        min_gain=-1, groups=groups))
 
 
 def test_proxy_variants_are_rows_of_their_own_and_members_of_the_default():
