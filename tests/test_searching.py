@@ -97,16 +97,18 @@ def test_correlate_gives_ghn_to_the_ensemble_member(capsys, tmp_path, ghn_file, 
                          "--build", "C=4,N=1", "--n-boot", 10, "--out", tmp_path / "c", "-q", "--device", "cpu")
     assert code == 0, err
     rec = json.loads((tmp_path / "c" / "run.json").read_text())["settings"]["proxies"]["ghn+synflow"]
-    assert rec["ghn"] == ghn_file and rec["batch_size"] == 1000
+    # the ensemble's batch is its largest member's: the GHN proxy's
+    from ghnas.proxies.ghn import GHNProxy
+    assert rec["ghn"] == ghn_file and rec["batch_size"] == GHNProxy.default_batch_size == 500
 
 
 def test_a_vote_gets_the_same_images_in_search_and_correlate(ghn):
     for name in ("vote:ghn,params", "ghn+synflow", "ghn"):
-        assert prepare_proxy(NB, name, ghn=ghn).batch_size == 1000
+        assert prepare_proxy(NB, name, ghn=ghn).batch_size == 500
     assert prepare_proxy(NB, "vote:params,naswot").batch_size == 64
     r = search("nb201", budget=2, proxy="vote:ghn,params", ghn=ghn, build_kwargs=TINY, progress=False,
                device="cpu")
-    assert r.settings["batch_size"] == 1000
+    assert r.settings["batch_size"] == 500
 
 
 # ----------------------------------------------------------------------------- GHN value type
