@@ -267,6 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     zero_cost = [m for m in cols if m not in ghn_labels]
     result: dict = {"space": args.space, "rows": len(archs), "n_tuning": len(tune), "n_reporting": len(rep),
                     "budget_s_per_arch": args.max_s_per_arch, "search": args.search, "available": sorted(cols), "paths": {}}
+    # every candidate alone on the tuning half: what the selection starts from
+    result["tuning_singles"] = {m: tau_of(cols, [m], tune, truth, "mean") for m in sorted(cols)}
     best = None
     for method in METHODS:
         for with_ghn in ([False, True] if ghn_labels else [False]):
@@ -283,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     result["choice"] = {"method": method, "members": members, "tuning_kendall": path[-1]["tau"],
                         "defaults_entry": defaults_entry(members, method)}
     if args.tuning_only:  # look at choices without seeing the held-out half
-        print(json.dumps({"choice": result["choice"], "paths": result["paths"]}, indent=1))
+        print(json.dumps({"choice": result["choice"], "paths": result["paths"],
+                          "tuning_singles": result["tuning_singles"]}, indent=1))
         return
     result["reporting"] = {"default": report(cols, members, rep, truth, method, groups)}
     # with and without the GHN: the other paths' choices, and the default with the GHN
@@ -325,6 +328,8 @@ def main(argv: list[str] | None = None) -> None:
                  " (other seeds not scored yet: `bench_proxies.py --phases seeds`)")]
     lines += ["", "As `ghnas.proxies.zero_shot.DEFAULTS` holds it (each member with the settings and "
               "batch it was measured with):", "", f"    {result['choice']['defaults_entry']}"]
+    lines += ["", "Every candidate alone on the tuning half (Kendall tau): " + ", ".join(
+        f"{m} {t:.3f}" for m, t in sorted(result["tuning_singles"].items(), key=lambda kv: -kv[1]))]
     lines += ["", "Selection paths on the tuning half (members after each step, Kendall tau):", ""]
     for key, p in result["paths"].items():
         lines.append(f"- {key}: " + " -> ".join(f"{'+'.join(s['members'])} ({s['tau']:.3f})" for s in p))

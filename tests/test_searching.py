@@ -99,16 +99,16 @@ def test_correlate_gives_ghn_to_the_ensemble_member(capsys, tmp_path, ghn_file, 
     rec = json.loads((tmp_path / "c" / "run.json").read_text())["settings"]["proxies"]["ghn+synflow"]
     # the ensemble's batch is its largest member's: the GHN proxy's
     from ghnas.proxies.ghn import GHNProxy
-    assert rec["ghn"] == ghn_file and rec["batch_size"] == GHNProxy.default_batch_size == 500
+    assert rec["ghn"] == ghn_file and rec["batch_size"] == GHNProxy.default_batch_size == 200
 
 
 def test_a_vote_gets_the_same_images_in_search_and_correlate(ghn):
     for name in ("vote:ghn,params", "ghn+synflow", "ghn"):
-        assert prepare_proxy(NB, name, ghn=ghn).batch_size == 500
+        assert prepare_proxy(NB, name, ghn=ghn).batch_size == 200
     assert prepare_proxy(NB, "vote:params,naswot").batch_size == 64
     r = search("nb201", budget=2, proxy="vote:ghn,params", ghn=ghn, build_kwargs=TINY, progress=False,
                device="cpu")
-    assert r.settings["batch_size"] == 500
+    assert r.settings["batch_size"] == 200
 
 
 # ----------------------------------------------------------------------------- GHN value type

@@ -63,7 +63,7 @@ class ProxyScorer:
         data, seed, batch_size, cache, device: as in :func:`ghnas.proxies.score`. The
             data batch is loaded once, on first use.
         build_kwargs: network size; ``None`` uses :func:`default_build_kwargs`.
-        batch_size: ``None`` uses :func:`default_batch_size` (500 images for the GHN
+        batch_size: ``None`` uses :func:`default_batch_size` (200 images for the GHN
             proxy, 64 for the others), as :func:`ghnas.search` does, so both share
             a cache file.
 
