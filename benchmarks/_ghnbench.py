@@ -243,10 +243,10 @@ class JsonlCache:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Benchmark result files are written through ghnas's own atomic writer."""
+    from ghnas._io import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def machine() -> str:

@@ -567,10 +567,6 @@ def plot(space: str, results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -635,9 +631,9 @@ def main(argv: list[str] | None = None) -> int:
                 # hand-written analysis kept next to the generated tables
                 "notes": (NOTES_DIR / f"proxies_{space}.md").read_text() if (NOTES_DIR / f"proxies_{space}.md").exists() else None, "torch": torch.__version__,
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared)"}
-        write_atomic(out / "summary.json", json.dumps({"meta": meta, "decision": decision,
+        atomic_write_text(out / "summary.json", json.dumps({"meta": meta, "decision": decision,
                                                        "results": results}, indent=1) + "\n")
-        write_atomic(out / "README.md", markdown(space, results, decision, meta))
+        atomic_write_text(out / "README.md", markdown(space, results, decision, meta))
         plot(space, results, out / "kendall.png")
         return decision
 

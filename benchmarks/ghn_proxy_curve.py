@@ -26,7 +26,7 @@ snapshots, and the chosen formulation: the best mean Kendall tau at ``at_step``.
 
 ``--half report``: reads the choice (and ``at_step``) from the tuning stage's JSON and
 measures that formulation once on the reporting half (its curve over the snapshots too),
-next to the GHN proxy's default (``neg_loss``, 1,000 images) and the 200-image batch for reference. Nothing is chosen there.
+next to the GHN proxy's default (its metric and ``default_batch_size``) and the 200-image batch for reference. Nothing is chosen there.
 
 Results go to ``benchmarks/results/ghn_proxy_curve/<run>_<half>.json``, ``.md`` and ``.png``;
 scores are cached per (snapshot weights, architecture, seed) in ``runs/bench_cache/``.

@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=50, help="training steps per kept trial")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--proxy-images", type=int, default=None,
-                   help="held-out images the GHN proxy evaluates on (default: as ghnas.search, the proxy's own 1,000)")
+                   help="held-out images the GHN proxy evaluates on (default: as ghnas.search, the proxy's own default_batch_size)")
     p.add_argument("--init", choices=("ghn", "random"), default="ghn", help="initialisation of kept trials")
     p.add_argument("--data", choices=("sample", "cifar10"), default="sample",
                    help="training data: the shipped sample (split in two) or CIFAR-10 (--root)")
