@@ -8,8 +8,9 @@ Two stages, on the two halves of a dev set (``../shared/data/nb201/cifar10_dev.c
 tuning-half architecture at the proxy size with each snapshot on CIFAR-10 *training*
 images (``ghnas.data.load('cifar10', split='train')``, the split :func:`ghnas.proxies.score`
 uses by default; never test images): image seeds ``--seeds`` (0-2), the first 200 / 500 /
-1000 images of each seed's batch, both metrics (``neg_loss``: minus the cross-entropy;
-``acc``: accuracy). Batch norm uses batch statistics in batches of 100, so the first n
+1000 images of each seed's batch, four metrics (``neg_loss``: minus the cross-entropy;
+``acc``: accuracy; ``prob``: mean probability of the true label; ``neg_clipped_loss``: minus
+the cross-entropy capped per image at chance, ln 10). Batch norm uses batch statistics in batches of 100, so the first n
 images of a seed's 1000 give exactly the GHN proxy's score with ``batch_size=n`` and that
 seed. Then the formulations meant to steady it, all at the last snapshot (``at_step``):
 
@@ -63,7 +64,10 @@ from ghnas.proxies import arch_seed  # noqa: E402
 from ghnas.searching import PROXY_BUILD_KWARGS  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "ghn_proxy_curve"
-METRICS = ("neg_loss", "acc")
+# minus the loss, accuracy, and the bounded measures of PredictedEval: the mean true-label
+# probability and minus the loss capped at chance per image (confident mistakes count as chance)
+METRICS = ("neg_loss", "acc", "prob", "neg_clipped_loss")
+_RECORD = {"acc": "acc", "loss": "loss", "prob": "prob", "closs": "clipped_loss"}  # cached field -> PredictedEval
 EVAL_BATCH = 100
 RECENT = 3  # the choice on the tuning half: mean Kendall tau over the last 3 snapshots of a formulation
 FT_TRAIN_IMAGES = 64  # the fine-tuning batch of the low-cost proxy (GHNFinetuneProxy's default)
@@ -98,33 +102,39 @@ def image_batch(data, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.no_grad()
 def score_snapshot(ghn, digest: str, nets: Networks, archs: Sequence[str], x: torch.Tensor, y: torch.Tensor,
                    seed: int, build: dict, cache: JsonlCache, chunk: int = 16) -> dict[str, dict[str, list]]:
-    """Per architecture: accuracy and loss on each batch of 100 of the seed's images
-    (``{'acc': [...], 'loss': [...]}``), through the one evaluator of predicted networks."""
+    """Per architecture: each measure of :data:`_RECORD` on each batch of 100 of the seed's
+    images (``{'acc': [...], 'loss': [...], ...}``), through the one evaluator of predicted networks."""
     n_batches = len(y) // EVAL_BATCH
-    key = lambda a: ["base", digest, build, a, seed, len(y), EVAL_BATCH]  # noqa: E731
+    key = lambda a: ["base2", digest, build, a, seed, len(y), EVAL_BATCH]  # noqa: E731
     todo = [a for a in archs if key(a) not in cache]
     for i in range(0, len(todo), chunk):
         part = todo[i:i + chunk]
         preds = ghn.predict([nets.graphs[a] for a in part])
         for a, params in zip(part, preds):
-            rec = {"acc": [], "loss": []}
+            rec: dict[str, list] = {f: [] for f in _RECORD}
             for b in range(n_batches):
                 sl = slice(b * EVAL_BATCH, (b + 1) * EVAL_BATCH)
                 r = evaluate_predicted(nets.models[a], params, x[sl], y[sl], EVAL_BATCH)
-                rec["acc"].append(r.acc)
-                rec["loss"].append(r.loss)
+                for f, attr in _RECORD.items():
+                    rec[f].append(getattr(r, attr))
             cache.put(key(a), rec)
     return {a: cache.get(key(a)) for a in archs}
+
+
+def metric_value(rec: dict[str, Any], metric: str) -> float:
+    """``metric`` (higher is better) from one record of mean measures; NaN when the loss is
+    not finite (a degenerate network), as the GHN proxy scores it."""
+    if not np.isfinite(rec["loss"]):
+        return np.nan
+    return {"acc": rec["acc"], "neg_loss": -rec["loss"], "prob": rec["prob"],
+            "neg_clipped_loss": -rec["closs"]}[metric]
 
 
 def base_vector(recs: dict[str, dict], archs: Sequence[str], metric: str, n: int) -> np.ndarray:
     """Scores of ``metric`` on the first ``n`` images (higher is better; NaN: degenerate)."""
     k = n // EVAL_BATCH
-    out = []
-    for a in archs:
-        acc, loss = np.mean(recs[a]["acc"][:k]), np.mean(recs[a]["loss"][:k])
-        out.append(np.nan if not np.isfinite(loss) else (acc if metric == "acc" else -loss))
-    return np.array(out, dtype=float)
+    return np.array([metric_value({f: np.mean(recs[a][f][:k]) for f in _RECORD}, metric) for a in archs],
+                    dtype=float)
 
 
 def rank_mean(vectors: Sequence[np.ndarray]) -> np.ndarray:
@@ -146,7 +156,7 @@ def finetune_snapshot(ghn, digest: str, nets: Networks, archs: Sequence[str], x:
     accuracy and loss on the rest."""
     from ghnas.proxies.ghn_finetune import finetune_predicted
 
-    key = lambda a: ["finetune", digest, build, a, seed, len(y), steps, lr, train_images]  # noqa: E731
+    key = lambda a: ["finetune2", digest, build, a, seed, len(y), steps, lr, train_images]  # noqa: E731
     todo = [a for a in archs if key(a) not in cache]
     for i in range(0, len(todo), chunk):
         part = todo[i:i + chunk]
@@ -156,14 +166,12 @@ def finetune_snapshot(ghn, digest: str, nets: Networks, archs: Sequence[str], x:
             m = nets.models[a]
             tuned = finetune_predicted(m, params, x[:train_images], y[:train_images], steps, lr)
             r = evaluate_predicted(m, tuned, x[train_images:], y[train_images:], EVAL_BATCH)
-            cache.put(key(a), {"acc": r.acc, "loss": r.loss})
+            cache.put(key(a), {f: getattr(r, attr) for f, attr in _RECORD.items()})
     return {a: cache.get(key(a)) for a in archs}
 
 
 def finetune_vector(recs: dict[str, dict], archs: Sequence[str], metric: str) -> np.ndarray:
-    out = [np.nan if not np.isfinite(recs[a]["loss"]) else
-           (recs[a]["acc"] if metric == "acc" else -recs[a]["loss"]) for a in archs]
-    return np.array(out, dtype=float)
+    return np.array([metric_value(recs[a], metric) for a in archs], dtype=float)
 
 
 # ------------------------------------------------------------------------------ formulations
@@ -308,7 +316,7 @@ def plot(res: dict, path: Path) -> None:
 
     from ghnas._io import atomic_savefig
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(5.5 * len(METRICS), 4), sharey=True)
     steps = res["meta"]["steps"]
     for ax, metric in zip(axes, METRICS):
         for j, c in enumerate([c for c in res["curves"] if c["metric"] == metric]):

@@ -39,6 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ghnas._io import atomic_write_bytes  # noqa: E402
 from ghnas.metatrain import MetaTrainConfig, meta_train, plot_curve  # noqa: E402
 from ghnas.searching import PROXY_BUILD_KWARGS  # noqa: E402
 
@@ -68,6 +69,35 @@ GPU_CONFIGS = {
 
 # the files of a run folder that continuing it needs (the GHN files are re-written from the state)
 RESUME_FILES = ("state.pt", "config.json", "history.json", "curve.png")
+# kept gzipped in git: the per-step history grows by ~150 bytes a step (2.5 MB at 16,000 steps)
+COMPRESSED = {"history.json"}
+
+
+def copy_resume_files(src: Path, dst: Path, to_git: bool = False) -> list[str]:
+    """Copy a run's :data:`RESUME_FILES` from ``src`` to ``dst``; the names copied.
+
+    The committed folder (``benchmarks/runs/ghn-<space>``) holds :data:`COMPRESSED` files
+    as ``<name>.gz``: ``to_git`` writes them so (``src`` is a run folder), otherwise a
+    ``.gz`` in ``src`` is unpacked (a plain file there, from an older export, is used as is).
+    """
+    import gzip
+
+    dst.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in RESUME_FILES:
+        packed = name in COMPRESSED
+        if to_git and packed and (src / name).exists():
+            with open(src / name, "rb") as f:
+                atomic_write_bytes(dst / f"{name}.gz", gzip.compress(f.read(), mtime=0))
+            (dst / name).unlink(missing_ok=True)  # an older export's plain copy
+        elif not to_git and packed and (src / f"{name}.gz").exists():
+            atomic_write_bytes(dst / name, gzip.decompress((src / f"{name}.gz").read_bytes()))
+        elif (src / name).exists():
+            shutil.copyfile(src / name, dst / name)
+        else:
+            continue
+        copied.append(name)
+    return copied
 
 
 def config_for(space: str, data_root: str | None, device: str, gpu: bool = False,
@@ -189,11 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out or REPO / "runs" / f"ghn-{args.space}")
     committed = REPO / "benchmarks" / "runs" / f"ghn-{args.space}"
     if args.export:
-        committed.mkdir(parents=True, exist_ok=True)
-        for name in RESUME_FILES:
-            if (out / name).exists():
-                shutil.copyfile(out / name, committed / name)
-        print(f"copied {', '.join(RESUME_FILES)} of {out} to {committed}")
+        copied = copy_resume_files(out, committed, to_git=True)
+        print(f"copied {', '.join(copied)} of {out} to {committed} (history gzipped)")
         return
     if args.install:
         cfg = json.loads((out / "config.json").read_text())
@@ -205,17 +232,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.fork_from is not None:
         if (out / "state.pt").exists():
             raise SystemExit(f"--fork-from: {out} already holds a run; choose a new --out")
-        out.mkdir(parents=True, exist_ok=True)
-        for name in RESUME_FILES:
-            if (args.fork_from / name).exists():
-                shutil.copyfile(args.fork_from / name, out / name)
+        copy_resume_files(args.fork_from, out)
         print(f"branching {args.fork_from} into {out}", flush=True)
     elif not (out / "state.pt").exists() and (committed / "state.pt").exists():
         # a new machine: continue the run committed to the repository
-        out.mkdir(parents=True, exist_ok=True)
-        for name in RESUME_FILES:
-            if (committed / name).exists():
-                shutil.copyfile(committed / name, out / name)
+        copy_resume_files(committed, out)
         print(f"continuing the committed run {committed} in {out}", flush=True)
     resume = (out / "state.pt").exists()
     steps = args.steps

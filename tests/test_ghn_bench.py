@@ -91,7 +91,7 @@ def test_curve_scores_equal_the_ghn_proxy(random_ghn):
     x, y = curve.image_batch(data, 300, seed=2)
     cache = _module("_ghnbench").JsonlCache(Path(random_ghn).parent / "c.jsonl")
     recs = curve.score_snapshot(ghn, "d", nets, archs, x, y, 2, build, cache)
-    for metric in ("acc", "neg_loss"):
+    for metric in curve.METRICS:
         for n in (100, 200):
             ours = curve.base_vector(recs, archs, metric, n)
             ref = GHNProxy(ghn=ghn, metric=metric).score_archs(archs, sp, load_batches(data, n, seed=2), build, seed=2)
@@ -99,6 +99,23 @@ def test_curve_scores_equal_the_ghn_proxy(random_ghn):
     again = curve.score_snapshot(ghn, "d", nets, archs, x, y, 2, build,
                                  _module("_ghnbench").JsonlCache(Path(random_ghn).parent / "c.jsonl"))
     assert again == recs  # served from the cache file
+
+
+def test_committed_run_keeps_the_history_gzipped_and_restores_it(tmp_path):
+    train = _module("train_shipped_ghns")
+    run, git, again = tmp_path / "run", tmp_path / "git", tmp_path / "again"
+    run.mkdir()
+    (run / "history.json").write_text('{"history": [' + ",".join(['{"step": 1}'] * 500) + "]}")
+    (run / "config.json").write_text('{"space": "nb201"}')
+    (run / "state.pt").write_bytes(b"state")
+    git.mkdir()
+    (git / "history.json").write_text("{}")  # an older export's plain copy is replaced
+    assert train.copy_resume_files(run, git, to_git=True) == ["state.pt", "config.json", "history.json"]
+    assert not (git / "history.json").exists()
+    assert (git / "history.json.gz").stat().st_size < (run / "history.json").stat().st_size / 5
+    train.copy_resume_files(git, again)
+    for name in ("history.json", "config.json", "state.pt"):
+        assert (again / name).read_bytes() == (run / name).read_bytes()
 
 
 def test_rank_mean_puts_nan_last():

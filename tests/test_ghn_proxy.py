@@ -52,6 +52,44 @@ def test_metrics_are_accuracy_and_loss(ghn, batch, archs):
                 assert both[i] > both[j]
 
 
+def test_bounded_metrics_match_a_manual_computation(ghn, batch):
+    arch = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    model = search_spaces.get("nb201").build(arch, **BUILD)
+    prob = GHNProxy(ghn=ghn, metric="prob", eval_batch=40).score(model, [batch])
+    clipped = GHNProxy(ghn=ghn, metric="neg_clipped_loss", eval_batch=40).score(model, [batch])
+    nll = GHNProxy(ghn=ghn, metric="neg_loss", eval_batch=40).score(model, [batch])
+    net = ghn(model)
+    with torch.no_grad():
+        per_image = torch.nn.functional.cross_entropy(net(batch[0]), batch[1], reduction="none")
+    assert prob == pytest.approx(float(torch.exp(-per_image).mean()), rel=1e-5)
+    assert clipped == pytest.approx(-float(per_image.clamp(max=math.log(10)).mean()), rel=1e-5)
+    assert 0 < prob < 1 and nll <= clipped <= 0 and clipped >= -math.log(10)
+
+
+def test_clipped_loss_caps_a_confident_mistake_at_chance():
+    from ghnas.ghn.evaluate import evaluate_predicted
+
+    class Fixed(torch.nn.Module):  # logits given by a parameter: image 0 confidently wrong
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(4, 10))
+
+        def forward(self, x):
+            return self.w[: len(x)]
+
+    w = torch.zeros(4, 10)
+    w[0, 1] = 50.0  # label 0, predicted 1 with probability ~1: loss ~50
+    w[1:, 0] = 5.0   # the others right
+    res = evaluate_predicted(Fixed(), {"w": w}, torch.zeros(4, 3, 2, 2), torch.zeros(4, dtype=torch.long), batch=4)
+    assert res.loss > 12  # the mistake dominates the mean loss
+    right = math.log(1 + 9 * math.exp(-5))  # each correct image's loss
+    assert res.clipped_loss == pytest.approx((math.log(10) + 3 * right) / 4, rel=1e-5)  # capped at chance
+    assert res.prob == pytest.approx(3 * float(torch.softmax(w[1], 0)[0]) / 4, rel=1e-5)
+    w[0, 1] = float("nan")
+    res = evaluate_predicted(Fixed(), {"w": w}, torch.zeros(4, 3, 2, 2), torch.zeros(4, dtype=torch.long), batch=4)
+    assert math.isnan(res.loss) and math.isnan(res.prob) and math.isnan(res.clipped_loss)
+
+
 def test_ghn_acc_is_the_accuracy_metric_by_name(ghn, batch, archs):
     by_name = score(archs, "nb201", get_proxy("ghn_acc", ghn=ghn, eval_batch=20), data=batch,
                     build_kwargs=BUILD, progress=False)

@@ -6,6 +6,7 @@ of each evaluation batch (predicted networks have no running statistics), as in 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -17,11 +18,21 @@ from torch.func import functional_call
 
 @dataclass(frozen=True)
 class PredictedEval:
-    """Accuracy and mean cross-entropy of one network on ``n`` images."""
+    """How one network does on ``n`` images.
+
+    ``acc`` and ``loss`` (mean cross-entropy) are the usual measures. Two bounded ones
+    serve the GHN proxy, where a few confidently wrong images can dominate the mean loss:
+    ``prob``, the mean softmax probability of the true label (a smooth accuracy), and
+    ``clipped_loss``, the mean cross-entropy with each image's loss capped at that of a
+    uniform guess (``ln`` of the number of classes), so that a confident mistake counts
+    as no worse than chance.
+    """
 
     acc: float
     loss: float
     n: int
+    prob: float = float("nan")
+    clipped_loss: float = float("nan")
 
 
 def logits(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -46,7 +57,8 @@ def evaluate_predicted(model: nn.Module, params: Mapping[str, torch.Tensor], x: 
             run it many times slower).
 
     Returns:
-        a :class:`PredictedEval`; ``loss`` is NaN when the network's outputs are not finite.
+        a :class:`PredictedEval`; ``loss`` is NaN when the network's outputs are not
+        finite, and then so are ``prob`` and ``clipped_loss``.
     """
     if batch < 2:
         raise ValueError(f"evaluation batch must be >= 2 (batch norm needs a batch), got {batch}")
@@ -57,6 +69,8 @@ def evaluate_predicted(model: nn.Module, params: Mapping[str, torch.Tensor], x: 
     model.train()
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     loss_sum = torch.zeros((), dtype=torch.float32, device=x.device)
+    prob_sum = torch.zeros((), dtype=torch.float32, device=x.device)
+    clipped_sum = torch.zeros((), dtype=torch.float32, device=x.device)
     n = 0
     use_amp = amp and x.device.type == "cuda"
     try:
@@ -68,10 +82,17 @@ def evaluate_predicted(model: nn.Module, params: Mapping[str, torch.Tensor], x: 
                 out = logits(model, params, xb)
             out = out.float()
             correct += (out.argmax(1) == yb).sum()  # kept on the device: one sync per network
-            loss_sum += F.cross_entropy(out, yb, reduction="sum")
+            per_image = F.cross_entropy(out, yb, reduction="none")
+            loss_sum += per_image.sum()
+            prob_sum += torch.exp(-per_image).sum()
+            clipped_sum += per_image.clamp(max=math.log(out.shape[1])).sum()
             n += len(yb)
     finally:
         model.train(was_training)
     if n == 0:
         raise ValueError(f"no batch of at least 2 images to evaluate on ({len(y)} images given)")
-    return PredictedEval(acc=int(correct) / n, loss=float(loss_sum) / n, n=n)
+    loss = float(loss_sum) / n
+    if not math.isfinite(loss):  # clamp and exp would turn NaN logits into finite numbers
+        return PredictedEval(acc=int(correct) / n, loss=loss, n=n)
+    return PredictedEval(acc=int(correct) / n, loss=loss, n=n, prob=float(prob_sum) / n,
+                         clipped_loss=float(clipped_sum) / n)

@@ -24,7 +24,7 @@ from torch import nn
 from ..ghn.ref import GHNRef, on_device, state_digest
 from .base import Batch, Proxy, ResultCallback, arch_seed, register_proxy
 
-METRICS = ("acc", "neg_loss", "acc_loss")
+METRICS = ("acc", "neg_loss", "acc_loss", "prob", "neg_clipped_loss")
 
 
 @register_proxy("ghn")
@@ -37,7 +37,11 @@ class GHNProxy(Proxy):
             (``'ghnas-<space>-cifar10'``).
         metric: ``'neg_loss'`` (minus the cross-entropy, the default), ``'acc'``
             (accuracy) or ``'acc_loss'`` (accuracy, with the loss breaking ties between
-            equally accurate networks). The loss is the default because accuracy on a
+            equally accurate networks), ``'prob'`` (mean softmax probability of the true
+            label) or ``'neg_clipped_loss'`` (minus the cross-entropy with each image's
+            loss capped at chance, ``ln`` of the number of classes); the last two are
+            bounded, so a few confidently wrong images cannot dominate the score (see
+            :class:`~ghnas.ghn.evaluate.PredictedEval`). The loss is the default because accuracy on a
             few hundred images moves in coarse steps and carries binomial noise of a few
             points, larger than the differences between predicted networks. On the tuning
             half of the NAS-Bench-201 dev set, with the multi-size GHN at steps 6,500 to
@@ -173,6 +177,10 @@ class GHNProxy(Proxy):
             return acc
         if self.metric == "neg_loss":
             return -loss
+        if self.metric == "prob":
+            return res.prob
+        if self.metric == "neg_clipped_loss":
+            return -res.clipped_loss
         # the loss only orders networks of equal accuracy: its weight is below one image
         return acc - min(loss, 1e3) / (1e3 * n + 1)
 
