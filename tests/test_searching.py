@@ -17,6 +17,7 @@ from ghnas.cli import main
 from ghnas.data import ImageData, default_val_size
 from ghnas.errors import DegenerateResultWarning, InputError
 from ghnas.ghn import GHN2, GHNRef, save_ghn
+from ghnas.proxies.ghn import GHNProxy
 from ghnas.searching import (RandomSearch, SearchState, Strategy, get_strategy, prepare_proxy,
                              register_strategy, run_strategy, search)
 
@@ -98,17 +99,16 @@ def test_correlate_gives_ghn_to_the_ensemble_member(capsys, tmp_path, ghn_file, 
     assert code == 0, err
     rec = json.loads((tmp_path / "c" / "run.json").read_text())["settings"]["proxies"]["ghn+synflow"]
     # the ensemble's batch is its largest member's: the GHN proxy's
-    from ghnas.proxies.ghn import GHNProxy
-    assert rec["ghn"] == ghn_file and rec["batch_size"] == GHNProxy.default_batch_size == 200
+    assert rec["ghn"] == ghn_file and rec["batch_size"] == GHNProxy.default_batch_size == 1000
 
 
 def test_a_vote_gets_the_same_images_in_search_and_correlate(ghn):
     for name in ("vote:ghn,params", "ghn+synflow", "ghn"):
-        assert prepare_proxy(NB, name, ghn=ghn).batch_size == 200
+        assert prepare_proxy(NB, name, ghn=ghn).batch_size == GHNProxy.default_batch_size
     assert prepare_proxy(NB, "vote:params,naswot").batch_size == 64
     r = search("nb201", budget=2, proxy="vote:ghn,params", ghn=ghn, build_kwargs=TINY, progress=False,
                device="cpu")
-    assert r.settings["batch_size"] == 200
+    assert r.settings["batch_size"] == GHNProxy.default_batch_size
 
 
 # ----------------------------------------------------------------------------- GHN value type
@@ -124,6 +124,40 @@ def test_ghn_ref_kinds(ghn, ghn_file):
         GHNRef.default("foo")
     with pytest.raises(TypeError, match="GHN name"):
         GHNRef.of(3)
+
+
+def test_the_ghn_proxy_defaults_to_a_ranking_ghn_and_warm_starts_from_the_predicting_one(ghn, tmp_path,
+                                                                                          monkeypatch):
+    from ghnas.ghn import default_ghn_name, hub, register_ghn
+    from ghnas.ghn.hub import git_blob_sha1
+    from ghnas.warm import warm_start
+
+    monkeypatch.setattr(hub, "_REGISTRY", dict(hub._REGISTRY))
+    hub._REGISTRY.pop("ghnas-nb201-cifar10-rank", None)
+    assert default_ghn_name("nb201", "rank") == "ghnas-nb201-cifar10"  # none for ranking: the predicting one
+    with pytest.raises(ValueError, match="purpose"):
+        default_ghn_name("nb201", "guess")
+    with pytest.raises(ValueError, match="purpose"):
+        register_ghn("x", asset="x.pt", purpose="guess")
+    src = save_ghn(ghn, tmp_path / "rank.pt") or tmp_path / "rank.pt"
+    register_ghn("ghnas-nb201-cifar10-rank", url=src.as_uri(), git_sha1=git_blob_sha1(src), space="nb201",
+                 build_kwargs={"C": 8, "N": 1}, purpose="rank")
+    monkeypatch.setenv("GHNAS_CACHE", str(tmp_path / "cache"))
+    assert default_ghn_name("nb201", "rank") == "ghnas-nb201-cifar10-rank"
+    assert default_ghn_name("nb201") == "ghnas-nb201-cifar10" and GHNRef.default("nb201").label == "ghnas-nb201-cifar10"
+    assert default_ghn_name("darts", "rank") == "ghnas-darts-cifar10"
+    proxy = GHNProxy()
+    proxy.identity(search_spaces.get("nb201"))
+    assert proxy.ghn == "ghnas-nb201-cifar10-rank"
+    r = search("nb201", budget=2, proxy="ghn", build_kwargs=TINY, progress=False, device="cpu")
+    assert r.settings["ghn"] == "ghnas-nb201-cifar10-rank"
+    # warm starts want accurate parameters: the space's predicting GHN, not the ranking one
+    torch.manual_seed(0)  # parameters of dead ops keep their initialisation
+    built = r.build(C=4, N=1)
+    torch.manual_seed(0)
+    ref = warm_start(search_spaces.get("nb201").build(r.best_arch, C=4, N=1), "ghnas-nb201-cifar10")
+    for (k, a), b in zip(built.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 def test_ghn_given_to_a_proxy_without_one_is_refused(ghn):

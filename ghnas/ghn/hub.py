@@ -34,8 +34,11 @@ _PPUDA_RAW = "https://raw.githubusercontent.com/facebookresearch/ppuda/main/chec
 @dataclass(frozen=True)
 class GHNEntry:
     """Where a named GHN comes from (a URL with its git blob SHA-1, or a package asset),
-    and what it was trained for: its search ``space`` and the network size
-    (``build_kwargs``) of the architectures it predicts best (``None``: any network)."""
+    and what it was trained for: its search ``space``, the network size (``build_kwargs``)
+    of the architectures it predicts best (``None``: any network), and its ``purpose``:
+    ``'predict'`` (the most accurate predicted parameters: warm starts, ``ghn(model)``)
+    or ``'rank'`` (the GHN proxy's default, chosen for how its predictions rank
+    architectures, which can be an earlier, less accurate snapshot)."""
 
     name: str
     url: str | None = None
@@ -44,8 +47,10 @@ class GHNEntry:
     description: str = ""
     space: str | None = None
     build_kwargs: Mapping[str, Any] | None = None
+    purpose: str = "predict"
 
 
+PURPOSES = ("predict", "rank")
 _REGISTRY: dict[str, GHNEntry] = {}
 
 
@@ -56,7 +61,8 @@ META_TRAINED_KEY = "ghnas_meta_trained"
 
 def register_ghn(name: str, *, url: str | None = None, git_sha1: str | None = None,
                  asset: str | None = None, description: str = "", space: str | None = None,
-                 build_kwargs: Mapping[str, Any] | None = None, overwrite: bool = False) -> GHNEntry:
+                 build_kwargs: Mapping[str, Any] | None = None, purpose: str = "predict",
+                 overwrite: bool = False) -> GHNEntry:
     """Make ``load_ghn(name)`` work.
 
     Args:
@@ -68,6 +74,8 @@ def register_ghn(name: str, *, url: str | None = None, git_sha1: str | None = No
         space: the search space it was meta-trained on (``ghnas.search`` uses a GHN
             registered for a space as that space's default).
         build_kwargs: the network size it was meta-trained at (the default proxy size).
+        purpose: ``'predict'`` or ``'rank'`` (see :class:`GHNEntry`): the GHN proxy of a
+            space defaults to its ``'rank'`` GHN where one is registered.
         overwrite: replace an existing entry of the same name.
 
     Example:
@@ -80,10 +88,12 @@ def register_ghn(name: str, *, url: str | None = None, git_sha1: str | None = No
         raise ValueError(f"register_ghn({name!r}): give exactly one of url= or asset=")
     if url is not None and (git_sha1 is None or len(git_sha1) != 40):
         raise ValueError(f"register_ghn({name!r}): a url needs git_sha1, the 40-hex-digit git blob SHA-1")
+    if purpose not in PURPOSES:
+        raise ValueError(f"register_ghn({name!r}): purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"a GHN named {name!r} is already registered; pass overwrite=True to replace it")
     entry = GHNEntry(name, url, git_sha1.lower() if git_sha1 else None, asset, description, space,
-                     None if build_kwargs is None else dict(build_kwargs))
+                     None if build_kwargs is None else dict(build_kwargs), purpose)
     _REGISTRY[name] = entry
     return entry
 
@@ -108,6 +118,10 @@ register_ghn("ghn2-imagenet", url=_PPUDA_RAW + "ghn2_imagenet.pt",
 # <name>.json beside each file records the network size it was trained for
 register_ghn("ghnas-nb201-cifar10", asset="ghnas-nb201-cifar10.pt", space="nb201",
              build_kwargs={"C": 8, "N": 1}, description="GHN-2 meta-trained by ghnas on NAS-Bench-201 cells (C=8, N=1), CIFAR-10")
+register_ghn("ghnas-nb201-cifar10-rank", asset="ghnas-nb201-cifar10-rank.pt", space="nb201",
+             build_kwargs={"C": 8, "N": 1}, purpose="rank",
+             description="a snapshot of the NB201 meta-training run chosen for ranking (the GHN proxy's default "
+                         "on NB201; benchmarks/choose_ranking_ghn.py)")
 register_ghn("ghnas-darts-cifar10", asset="ghnas-darts-cifar10.pt", space="darts",
              build_kwargs={"C": 8, "layers": 5}, description="GHN-2 meta-trained by ghnas on DARTS cells (C=8, 5 layers), CIFAR-10")
 

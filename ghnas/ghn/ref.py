@@ -33,18 +33,25 @@ __all__ = ["GHNRef", "default_ghn_name", "state_digest"]
 _LOADED: dict[tuple[str, int, str], Any] = {}
 
 
-def default_ghn_name(space_name: str) -> str | None:
+def default_ghn_name(space_name: str, purpose: str = "predict") -> str | None:
     """The registered GHN meta-trained for ``space_name`` (``'ghnas-<space>-cifar10'`` for
-    the shipped ones), or ``None`` when no registered GHN names that space."""
-    from .hub import _REGISTRY
+    the shipped ones), or ``None`` when no registered GHN names that space.
 
-    preferred = f"ghnas-{space_name}-cifar10"
-    entry = _REGISTRY.get(preferred)
-    if entry is not None and entry.space in (None, space_name):
-        return preferred
-    for name, entry in sorted(_REGISTRY.items()):
-        if entry.space == space_name:
-            return name
+    ``purpose='rank'`` (what the GHN proxy asks for) prefers a GHN registered for ranking
+    (``'ghnas-<space>-cifar10-rank'``) and falls back to the space's predicting GHN.
+    """
+    from .hub import PURPOSES, _REGISTRY
+
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
+    for wanted in ((purpose, "predict") if purpose != "predict" else ("predict",)):
+        preferred = f"ghnas-{space_name}-cifar10" + ("" if wanted == "predict" else f"-{wanted}")
+        entry = _REGISTRY.get(preferred)
+        if entry is not None and entry.space in (None, space_name) and entry.purpose == wanted:
+            return preferred
+        for name, entry in sorted(_REGISTRY.items()):
+            if entry.space == space_name and entry.purpose == wanted:
+                return name
     return None
 
 
@@ -97,11 +104,12 @@ class GHNRef:
         raise TypeError(f"ghn must be a GHN name, a checkpoint path or a GHN2 instance, not {type(ghn).__name__}")
 
     @classmethod
-    def default(cls, space: str) -> "GHNRef":
-        """The GHN registered for ``space``; ``FileNotFoundError`` when there is none."""
+    def default(cls, space: str, purpose: str = "predict") -> "GHNRef":
+        """The GHN registered for ``space`` (and ``purpose``, see :func:`default_ghn_name`);
+        ``FileNotFoundError`` when there is none."""
         from .hub import available_ghns
 
-        name = default_ghn_name(space)
+        name = default_ghn_name(space, purpose)
         if name is None:
             raise FileNotFoundError(
                 f"no GHN is shipped for space {space!r} yet (expected one registered as "

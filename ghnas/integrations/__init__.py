@@ -63,7 +63,7 @@ class ProxyScorer:
         data, seed, batch_size, cache, device: as in :func:`ghnas.proxies.score`. The
             data batch is loaded once, on first use.
         build_kwargs: network size; ``None`` uses :func:`default_build_kwargs`.
-        batch_size: ``None`` uses :func:`default_batch_size` (200 images for the GHN
+        batch_size: ``None`` uses :func:`default_batch_size` (1,000 images for the GHN
             proxy, 64 for the others), as :func:`ghnas.search` does, so both share
             a cache file.
 
@@ -99,7 +99,7 @@ class ProxyScorer:
         if ghn_members and ref is None:
             from ghnas.ghn import GHNRef
 
-            ref = GHNRef.default(name)
+            ref = GHNRef.default(name, "rank")
         self.build_kwargs = (dict(build_kwargs) if build_kwargs is not None
                              else default_build_kwargs(name, ref if ref is not None and ref.saved else None))
         self.seed = int(seed)

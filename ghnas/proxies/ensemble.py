@@ -104,7 +104,7 @@ def member_batches(member: Proxy, batches: Sequence[Batch] | None,
     """The images an ensemble member is scored on, and their number.
 
     A member sees the first ``min(batch_size, member.default_batch_size)`` images of each
-    batch: the batch is drawn once for the largest member (e.g. 200 images for a GHN
+    batch: the batch is drawn once for the largest member (e.g. 1,000 images for a GHN
     member), and MeCo (1 image) or SWAP (16) still score, and cache, exactly as they do
     alone with their own batch size. Data-free members get ``None``.
     """

@@ -145,7 +145,8 @@ class SearchResult:
 
         With ``pretrained=True`` the parameters are predicted by the search's GHN (when the
         proxy predicted with one: ``'ghn'``, ``'ghn_acc'``, or an ensemble with one of
-        them) or else by the GHN shipped for the space, and the model is ready to fine-tune
+        them; a GHN registered for ranking is replaced by the space's predicting GHN) or
+        else by the GHN shipped for the space, and the model is ready to fine-tune
         (see :func:`ghnas.warm_start`); ``pretrained=False`` gives the plain, randomly
         initialised model.
         ``build_kwargs`` override the sizes the proxy used (e.g. ``C=16, N=5`` for the
@@ -160,23 +161,24 @@ class SearchResult:
         sp = search_spaces.get(self.space)
         kw = {**self.settings.get("build_kwargs", {}), **build_kwargs}
         model = sp.build(arch or self.best_arch, **kw)
-        ghn = self._ghn
-        if pretrained and ghn is None and self.settings.get("ghn") is None:
-            # a proxy without a GHN (e.g. the default 'zero-shot'): the space's shipped GHN
-            from ..ghn.ref import GHNRef
-            from ..warm import warm_start
+        if not pretrained:
+            return model
+        from ..ghn.hub import ghn_entry
+        from ..ghn.ref import GHNRef
+        from ..warm import warm_start
 
-            return warm_start(model, GHNRef.default(self.space).load("cpu"))
-        if pretrained and (ghn is not None or self.settings.get("ghn") is not None):
-            from ..warm import warm_start
-
-            if ghn is None:
-                if not self.settings.get("ghn_saved", False):
-                    raise InputError("this result was made with an in-memory GHN that is not saved with it; "
-                                     "pass pretrained=False, or call ghnas.warm_start(model, ghn) yourself")
-                ghn = self.settings["ghn"]
-            model = warm_start(model, ghn)
-        return model
+        ghn, name = self._ghn, self.settings.get("ghn")
+        entry = ghn_entry(name) if isinstance(name, str) else None
+        if (ghn is None and name is None) or (entry is not None and entry.purpose == "rank"):
+            # a proxy without a GHN (e.g. the default 'zero-shot'), or a GHN chosen for
+            # ranking rather than for accurate parameters: the space's predicting GHN
+            ghn = GHNRef.default(self.space).load("cpu")
+        elif ghn is None:
+            if not self.settings.get("ghn_saved", False):
+                raise InputError("this result was made with an in-memory GHN that is not saved with it; "
+                                 "pass pretrained=False, or call ghnas.warm_start(model, ghn) yourself")
+            ghn = name
+        return warm_start(model, ghn)
 
     # ------------------------------------------------------------------ plots
     def plot(self, path: str | os.PathLike) -> Path:

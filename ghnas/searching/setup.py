@@ -111,7 +111,7 @@ def prepare_proxy(space: Any, proxy: Any, *, ghn: Any = None, proxy_kwargs: Mapp
         if not m.needs_ghn:
             continue
         if m.ghn_ref is None:
-            m.use_ghn(GHNRef.default(space_name))
+            m.use_ghn(GHNRef.default(space_name, "rank"))
         ref = m.ghn_ref
         net = ref.load(device)  # fails here, before any scoring, for a missing file
     if build_kwargs is not None:

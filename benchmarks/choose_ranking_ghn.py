@@ -1,0 +1,233 @@
+"""Choose the GHN that the GHN proxy ranks with, on the tuning half; report it on the other.
+
+The GHN that predicts the most accurate parameters (the shipped ``ghnas-<space>-cifar10``,
+chosen on validation images) need not be the one whose predicted networks *rank*
+architectures best: on NB201 the ranking got worse after the learning-rate drop while
+accuracy rose (``ghn_proxy_curve.py``). So the proxy gets a GHN of its own, chosen here.
+
+``--half tune``: every candidate GHN (``--candidate label=path``, or ``label=git:<commit>``
+for a GHN shipped by an earlier commit, so the choice can be re-run from the repository)
+scores every tuning-half architecture (even data rows of the dev set) at the proxy size on
+CIFAR-10 *training* images, for each image seed of ``--seeds`` and each image count of
+``--images`` (prefixes of one batch of the largest count), under every metric of
+``ghn_proxy_curve.METRICS``. Chosen: the (GHN, metric, image count) with the best mean
+Kendall tau over the seeds. Many seeds, because one image batch can swing the tau by 0.3
+(a choice made on three seeds' 200 images did not hold on new seeds).
+
+``--half report``: the choice, and the GHN proxy as shipped before it (``--reference``), on
+the reporting half (odd rows), same seeds. Nothing is chosen there.
+
+``--install`` copies the chosen GHN to ``ghnas/assets/ghnas-<space>-cifar10-rank.pt`` with a
+sidecar JSON of the choice (tuning and reporting figures).
+
+    python benchmarks/choose_ranking_ghn.py --space nb201 --half tune \\
+        --candidate step4500=git:9943f8d --candidate step10500=git:df2d979 \\
+        --candidate step15500=git:bde2bed --candidate step20000=ghnas/assets/ghnas-nb201-cifar10.pt
+    python benchmarks/choose_ranking_ghn.py --space nb201 --half report
+    python benchmarks/choose_ranking_ghn.py --space nb201 --install
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _ghnbench import (CACHE_ROOT, DEV_SETS, REPO, JsonlCache, command_line, dev_half, file_digest,  # noqa: E402
+                       machine, repo_relative, write_atomic)
+from ghn_proxy_curve import METRICS, Networks, base_vector, correlations, image_batch, score_snapshot  # noqa: E402
+
+import search_spaces  # noqa: E402
+from ghnas.ghn import load_ghn  # noqa: E402
+from ghnas.searching import PROXY_BUILD_KWARGS  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "ranking_ghn"
+ASSETS = REPO / "ghnas" / "assets"
+
+
+def resolve_candidate(spec: str, space: str, fetch_dir: Path) -> tuple[str, Path, str]:
+    """``label=path`` or ``label=git:<commit>`` -> (label, local file, how to get it again)."""
+    if "=" not in spec:
+        raise SystemExit(f"--candidate wants label=path or label=git:<commit>, got {spec!r}")
+    label, src = spec.split("=", 1)
+    if src.startswith("git:"):
+        commit = src[4:]
+        blob = f"{commit}:ghnas/assets/ghnas-{space}-cifar10.pt"
+        out = fetch_dir / f"{label}.pt"
+        fetch_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            data = subprocess.run(["git", "show", blob], cwd=REPO, check=True, capture_output=True).stdout
+        except subprocess.CalledProcessError as e:
+            raise SystemExit(f"--candidate {spec}: git show {blob} failed: {e.stderr.decode().strip()}")
+        out.write_bytes(data)
+        return label, out, src
+    path = Path(src)
+    if not path.exists():
+        raise SystemExit(f"--candidate {spec}: {path} does not exist")
+    return label, path, repo_relative(str(path.resolve()))
+
+
+def score_all(space, archs, truth, candidates, images, seeds, data, cache) -> list[dict[str, Any]]:
+    """One row per (candidate, metric, image count): Kendall tau / Spearman per seed."""
+    build = dict(PROXY_BUILD_KWARGS.get(space.name, {}))
+    nets = Networks(space, archs, build)
+    rows = []
+    for label, path, origin in candidates:
+        ghn, digest = load_ghn(path), file_digest(path)
+        recs = {}
+        for seed in seeds:
+            t1 = time.time()
+            x, y = image_batch(data, max(images), seed)
+            recs[seed] = score_snapshot(ghn, digest, nets, archs, x, y, seed, build, cache)
+            print(f"  {label} seed {seed}: {time.time() - t1:.0f}s", flush=True)
+        for metric in METRICS:
+            for n in images:
+                pairs = [correlations(base_vector(recs[s], archs, metric, n), truth) for s in seeds]
+                k = np.array([p[0] for p in pairs])
+                rows.append({"ghn": label, "origin": origin, "digest": digest, "metric": metric, "n": n,
+                             "kendall": k.tolist(), "spearman": [p[1] for p in pairs],
+                             "kendall_mean": float(k.mean()), "kendall_std": float(k.std()),
+                             "kendall_min": float(k.min()), "kendall_max": float(k.max()),
+                             "spearman_mean": float(np.mean([p[1] for p in pairs]))})
+    return rows
+
+
+def markdown(res: dict) -> str:
+    m = res["meta"]
+    lines = [f"# The GHN proxy's own GHN: {m['space']}, {m['half']} half", "",
+             f"Dev set `{m['dev_set']}`, **{m['half']} half** ({m['n_archs']} architectures), scored at "
+             f"{m['build']} on CIFAR-10 train-split images, image seeds {m['seeds']}, batch norm on batches "
+             "of 100. Kendall tau against the dev set's accuracy: mean over seeds, std, [min, max].", "",
+             f"Command: `{m['command']}` ({m['seconds']:.0f} s, {m['machine']})", ""]
+    if m["half"] == "tune":
+        c = res["chosen"]
+        lines += [f"**Chosen** (best mean Kendall tau over the seeds): GHN `{c['ghn']}` ({c['origin']}), "
+                  f"metric `{c['metric']}`, {c['n']} images: tau {c['kendall_mean']:.3f} "
+                  f"(std {c['kendall_std']:.3f}, [{c['kendall_min']:.3f}, {c['kendall_max']:.3f}]), "
+                  f"Spearman {c['spearman_mean']:.3f}.", ""]
+    lines += ["| GHN | metric | images | Kendall tau | std | min | max | Spearman |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in sorted(res["rows"], key=lambda r: -r["kendall_mean"]):
+        lines.append(f"| {r.get('role', '') + r['ghn']} | {r['metric']} | {r['n']} | {r['kendall_mean']:.3f} | "
+                     f"{r['kendall_std']:.3f} | {r['kendall_min']:.3f} | {r['kendall_max']:.3f} | "
+                     f"{r['spearman_mean']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def install(space: str, out_dir: Path) -> str:
+    tune = json.loads((out_dir / f"{space}_tune.json").read_text())
+    report_path = out_dir / f"{space}_report.json"
+    if not report_path.exists():
+        raise SystemExit(f"--install wants the reporting figures first: run --half report ({report_path})")
+    report = json.loads(report_path.read_text())
+    c = tune["chosen"]
+    src = REPO / tune["meta"]["files"][c["ghn"]]
+    if not src.exists():
+        raise SystemExit(f"the chosen GHN's file {src} is gone: re-run --half tune")
+    if file_digest(src) != c["digest"]:
+        raise SystemExit(f"{src} changed since the tuning stage chose it: re-run --half tune")
+    dst = ASSETS / f"ghnas-{space}-cifar10-rank.pt"
+    shutil.copyfile(src, dst)
+    chosen_report = next(r for r in report["rows"] if r.get("role") == "CHOSEN: ")
+    meta = {"name": dst.stem, "space": space, "purpose": "rank", "build_kwargs": PROXY_BUILD_KWARGS.get(space),
+            "choice": {k: c[k] for k in ("ghn", "origin", "metric", "n")},
+            "tune": {k: c[k] for k in ("kendall_mean", "kendall_std", "kendall_min", "kendall_max")},
+            "report": {k: chosen_report[k] for k in ("kendall_mean", "kendall_std", "kendall_min", "kendall_max")},
+            "seeds": tune["meta"]["seeds"], "command": tune["meta"]["command"], "digest": c["digest"]}
+    write_atomic(dst.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
+    return f"installed {c['ghn']} ({c['origin']}) as {repo_relative(str(dst))}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--space", choices=sorted(DEV_SETS), required=True)
+    ap.add_argument("--half", choices=("tune", "report"), default=None)
+    ap.add_argument("--candidate", action="append", default=[], help="label=path or label=git:<commit> (tune)")
+    ap.add_argument("--reference", default=None,
+                    help="report: label=path of the GHN proxy as shipped before (default: the space's shipped "
+                         "GHN with the GHN proxy's default metric and image count)")
+    ap.add_argument("--images", default="200,500,1000")
+    ap.add_argument("--seeds", default="0,1,2,3,4,5")
+    ap.add_argument("--max-archs", type=int, default=0, help="fixed subsample of the half (0: all of it)")
+    ap.add_argument("--data-root", default=str(REPO.parent / "shared/data/cifar10"))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--install", action="store_true", help="copy the chosen GHN into ghnas/assets")
+    args = ap.parse_args(argv)
+    if args.install:
+        print(install(args.space, args.out))
+        return
+    if args.half is None:
+        raise SystemExit("give --half tune, --half report or --install")
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore", UserWarning)
+    t0 = time.time()
+    space = search_spaces.get(args.space)
+    fetch = CACHE_ROOT / "ranking_ghn" / "candidates"
+    images = sorted(int(v) for v in args.images.split(","))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.half == "tune":
+        if not args.candidate:
+            raise SystemExit("--half tune needs at least one --candidate")
+        candidates = [resolve_candidate(c, args.space, fetch) for c in args.candidate]
+    else:
+        tune = json.loads((args.out / f"{args.space}_tune.json").read_text())
+        c = tune["chosen"]
+        chosen_path = REPO / tune["meta"]["files"][c["ghn"]]
+        if not chosen_path.exists() or file_digest(chosen_path) != c["digest"]:
+            raise SystemExit(f"the chosen GHN {chosen_path} is missing or changed: re-run --half tune")
+        from ghnas.ghn.hub import asset_dir
+        from ghnas.proxies.ghn import GHNProxy
+
+        ref_label, ref_path, ref_origin = resolve_candidate(
+            args.reference or "shipped=" + str(asset_dir() / f"ghnas-{args.space}-cifar10.pt"), args.space, fetch)
+        ref_metric, ref_n = GHNProxy().metric, GHNProxy.default_batch_size
+        candidates = [(c["ghn"], chosen_path, c["origin"])]
+        if file_digest(ref_path) != c["digest"]:
+            candidates.append((ref_label, ref_path, ref_origin))
+        images, seeds, args.max_archs = sorted({c["n"], ref_n}), tune["meta"]["seeds"], tune["meta"]["max_archs"]
+    truth_map = dev_half(space, args.half, max_archs=args.max_archs)
+    archs = list(truth_map)
+    truth = np.array([truth_map[a] for a in archs])
+    print(f"{space.name} {args.half} half: {len(archs)} archs; GHNs {[c[0] for c in candidates]}", flush=True)
+    import ghnas.data
+
+    data = ghnas.data.load("cifar10", root=args.data_root, split="train")
+    cache = JsonlCache(CACHE_ROOT / "ranking_ghn" / f"{args.space}.jsonl")
+    rows = score_all(space, archs, truth, candidates, images, seeds, data, cache)
+    res: dict[str, Any] = {"rows": rows}
+    if args.half == "tune":
+        best = max(rows, key=lambda r: r["kendall_mean"])
+        res["chosen"] = {k: best[k] for k in best if k not in ("kendall", "spearman")}
+    else:
+        keep = []
+        for r in rows:
+            if r["ghn"] == c["ghn"] and r["metric"] == c["metric"] and r["n"] == c["n"]:
+                keep.append({**r, "role": "CHOSEN: "})
+            elif r["ghn"] == ref_label and r["metric"] == ref_metric and r["n"] == ref_n:
+                keep.append({**r, "role": "before (shipped GHN, proxy default): "})
+        res["rows"], res["chosen"] = keep, c
+    res["meta"] = {"space": args.space, "half": args.half, "dev_set": repo_relative(str(DEV_SETS[args.space][0])),
+                   "n_archs": len(archs), "max_archs": args.max_archs, "build": PROXY_BUILD_KWARGS.get(args.space),
+                   "seeds": seeds, "images": images,
+                   "files": {lab: repo_relative(str(Path(p).resolve())) for lab, p, _ in candidates},
+                   "command": command_line("choose_ranking_ghn.py", argv), "machine": machine(),
+                   "torch": torch.__version__, "seconds": time.time() - t0}
+    name = f"{args.space}_{args.half}"
+    write_atomic(args.out / f"{name}.json", json.dumps(res, indent=1) + "\n")
+    text = markdown(res)
+    write_atomic(args.out / f"{name}.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
