@@ -13,7 +13,7 @@ same command again after an interruption and it continues from its last checkpoi
         --out runs/ghn-nb201-decay --steps 9328 --data-root ../shared/data/cifar10
 
 A run spans many sessions and machines: ``--export`` copies its resumable state into
-``benchmarks/runs/ghn-<space>/`` (tracked by git), and on a machine without a run folder the
+``benchmarks/runs/<name of the run folder>/`` (tracked by git; ``ghn-<space>`` by default), and on a machine without a run folder the
 training command continues from there.
 
 On a GPU, ``--gpu`` uses the GPU recipe (GHN-2's meta-batch of 8 in both spaces, worker
@@ -76,7 +76,7 @@ COMPRESSED = {"history.json"}
 def copy_resume_files(src: Path, dst: Path, to_git: bool = False) -> list[str]:
     """Copy a run's :data:`RESUME_FILES` from ``src`` to ``dst``; the names copied.
 
-    The committed folder (``benchmarks/runs/ghn-<space>``) holds :data:`COMPRESSED` files
+    The committed folder (``benchmarks/runs/<run folder name>``) holds :data:`COMPRESSED` files
     as ``<name>.gz``: ``to_git`` writes them so (``src`` is a run folder), otherwise a
     ``.gz`` in ``src`` is unpacked (a plain file there, from an older export, is used as is).
     """
@@ -214,10 +214,11 @@ def main(argv: list[str] | None = None) -> None:
                          "checkpoint), e.g. to try another --steps (learning-rate schedule) from there")
     ap.add_argument("--export", action="store_true",
                     help=f"copy what a resume needs ({', '.join(RESUME_FILES)}) into "
-                         "benchmarks/runs/ghn-<space>/, which git tracks")
+                         "benchmarks/runs/<name of --out>/ (default ghn-<space>), which git tracks")
     args = ap.parse_args(argv)
     out = Path(args.out or REPO / "runs" / f"ghn-{args.space}")
-    committed = REPO / "benchmarks" / "runs" / f"ghn-{args.space}"
+    # the committed copy of a run is named like its folder: runs/ghn-nb201 <-> benchmarks/runs/ghn-nb201
+    committed = REPO / "benchmarks" / "runs" / out.name
     if args.export:
         copied = copy_resume_files(out, committed, to_git=True)
         print(f"copied {', '.join(copied)} of {out} to {committed} (history gzipped)")
