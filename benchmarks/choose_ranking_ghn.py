@@ -21,9 +21,9 @@ the reporting half (odd rows), same seeds. Nothing is chosen there.
 sidecar JSON of the choice (tuning and reporting figures).
 
     python benchmarks/choose_ranking_ghn.py --space nb201 --half tune \\
-        --candidate step4500=git:9943f8d --candidate step10500=git:df2d979 \\
-        --candidate step15500=git:bde2bed --candidate step20000=ghnas/assets/ghnas-nb201-cifar10.pt
-    python benchmarks/choose_ranking_ghn.py --space nb201 --half report
+        --candidate step4500=git:9943f8d --candidate step10500=git:df2d979 --candidate step15500=git:bde2bed \\
+        --candidate step17500=runs/ghn-nb201/ghn_step17500.pt --candidate step20000=runs/ghn-nb201/ghn_step20000.pt
+    python benchmarks/choose_ranking_ghn.py --space nb201 --half report --reference step15500=git:bde2bed
     python benchmarks/choose_ranking_ghn.py --space nb201 --install
 """
 from __future__ import annotations
@@ -51,7 +51,6 @@ from ghnas.ghn import load_ghn  # noqa: E402
 from ghnas.searching import PROXY_BUILD_KWARGS  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "ranking_ghn"
-ASSETS = REPO / "ghnas" / "assets"
 
 
 def resolve_candidate(spec: str, space: str, fetch_dir: Path) -> tuple[str, Path, str]:
@@ -135,7 +134,9 @@ def install(space: str, out_dir: Path) -> str:
         raise SystemExit(f"the chosen GHN's file {src} is gone: re-run --half tune")
     if file_digest(src) != c["digest"]:
         raise SystemExit(f"{src} changed since the tuning stage chose it: re-run --half tune")
-    dst = ASSETS / f"ghnas-{space}-cifar10-rank.pt"
+    from ghnas.ghn.hub import asset_dir
+
+    dst = asset_dir() / f"ghnas-{space}-cifar10-rank.pt"
     shutil.copyfile(src, dst)
     chosen_report = next(r for r in report["rows"] if r.get("role") == "CHOSEN: ")
     meta = {"name": dst.stem, "space": space, "purpose": "rank", "build_kwargs": PROXY_BUILD_KWARGS.get(space),
