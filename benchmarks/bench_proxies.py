@@ -37,12 +37,13 @@ and are rewritten after every job, so partial results exist early.
 Usage (one space per process, 1 thread, in the background)::
 
     nohup python benchmarks/bench_proxies.py --space nb201 > runs/bench_proxies_nb201.log 2>&1 &
-    nohup python benchmarks/bench_proxies.py --space darts --limit 200 --n-size 20 > runs/bench_proxies_darts.log 2>&1 &
-    python benchmarks/bench_proxies.py --space darts --limit 200 --phases report   # tables from the caches
+    nohup python benchmarks/bench_proxies.py --space darts > runs/bench_proxies_darts.log 2>&1 &
+    python benchmarks/bench_proxies.py --space darts --phases report   # tables from the caches
     python benchmarks/bench_proxies.py --space darts --phases export   # caches -> proxy_scores/darts.csv.gz
 
-(``--limit 200``: the first 200 rows of the NB301 file, for the CPU budget of the run
-committed here; drop it to use all 718.)
+(``--limit N`` uses the first N rows of a dev set, for a quick run; the committed tables
+use all rows. The size study's sample, ``--n-size``, defaults to the committed tables'
+per space, so a report on a new machine reproduces them.)
 """
 from __future__ import annotations
 
@@ -93,10 +94,13 @@ NASLIB = {"params": "naslib_params", "flops": "naslib_flops", "synflow": "naslib
           "epe_nas": "naslib_epe_nas", "plain": "naslib_plain", "naswot": "naslib_nwot"}
 SPACES = {
     "nb201": {"csv": "shared/data/nb201/cifar10_dev.csv", "arch": "arch", "acc": "test_acc",
-              "sizes": {"proxy": {"C": 8, "N": 1}, "bench": {"C": 16, "N": 5}, "thin": {"C": 1, "N": 1}}},
+              "sizes": {"proxy": {"C": 8, "N": 1}, "bench": {"C": 16, "N": 5}, "thin": {"C": 1, "N": 1}},
+              "n_size": 40},
     "darts": {"csv": "shared/data/nb301/cifar10_dev.csv", "arch": "genotype", "acc": "val_acc",
               "sizes": {"proxy": {"C": 8, "layers": 5}, "bench": {"C": 16, "layers": 8},
-                        "thin": {"C": 1, "layers": 5}}},
+                        "thin": {"C": 1, "layers": 5}},
+              # DARTS networks cost ~3x more: the committed size study used 20 archs
+              "n_size": 20},
 }
 # published NB201 CIFAR-10 numbers (all 15,625 architectures) for the notes
 PUBLISHED = {"meco": "Spearman 0.89 (MeCo, NeurIPS 2023)", "swap": "Spearman 0.90 with its regulariser",
@@ -591,7 +595,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--limit", type=int, default=None,
                     help="use the first LIMIT rows of the dev set (halves by row parity within them)")
-    ap.add_argument("--n-size", type=int, default=40)
+    ap.add_argument("--n-size", type=int, default=None,
+                    help="tuning archs of the size study (default per space, the committed tables': "
+                         + ", ".join(f"{k} {v['n_size']}" for k, v in SPACES.items()) + ")")
     ap.add_argument("--max-seconds", type=float, default=1.0)
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--chunk", type=int, default=50)
@@ -602,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     space = args.space
+    if args.n_size is None:
+        args.n_size = SPACES[space]["n_size"]
     cache_dir = args.cache_dir or REPO / "runs/bench_proxies" / space
     out = args.out or REPO / "benchmarks/results" / f"proxies_{space}"
     proxies = [p for p in args.proxies.split(",") if p] + [
