@@ -223,3 +223,16 @@ def test_default_candidates_are_proxy_size_columns_of_every_row(tmp_path):
     tuning = cd.load_columns("nb201", tmp_path, archs[0::2], {}, required=archs)
     assert sorted(tuning) == sorted(full) and tuning["meco@proxy"]["scores"] == [0, 2]
     assert "synflow@proxy" in cd.load_columns("nb201", tmp_path, archs[0::2], {})
+
+
+def test_size_study_sample_defaults_to_the_committed_tables():
+    """A report on a new machine (``bench_proxies.py --phases report`` without --n-size)
+    decides the network sizes on the same tuning sample as the committed tables; with
+    another sample (DARTS once ran with 40 instead of 20) the size decisions change."""
+    import json
+
+    bp = _module("bench_proxies")
+    assert set(bp.SPACES) == {"nb201", "darts"}
+    for space, spec in bp.SPACES.items():
+        summary = BENCH / "results" / f"proxies_{space}" / "summary.json"
+        assert json.loads(summary.read_text())["meta"]["n_size"] == spec["n_size"], space
