@@ -99,7 +99,7 @@ SPACES = {
     "darts": {"csv": "shared/data/nb301/cifar10_dev.csv", "arch": "genotype", "acc": "val_acc",
               "sizes": {"proxy": {"C": 8, "layers": 5}, "bench": {"C": 16, "layers": 8},
                         "thin": {"C": 1, "layers": 5}},
-              # DARTS networks cost ~3x more: the committed size study used 20 archs
+              # the sample of the committed DARTS size study (its networks cost more to score)
               "n_size": 20},
 }
 # published NB201 CIFAR-10 numbers (all 15,625 architectures) for the notes
