@@ -5,13 +5,16 @@ Times the steps of meta-training exactly as ``ghnas.metatrain.meta_train`` takes
 networks' forward and backward, GHN backward, Adam), for each space, at the proxy size
 (GHN-2's meta-batch of 8 architectures x 64 images) and on the space's multi-size
 distribution, with torch's average pooling ("before") and the box-kernel pooling of
-``search_spaces.ops.AvgPool2D`` ("after"). Steps draw new architectures, so graphs are
-extracted every step, as in a real run.
+``search_spaces.ops.AvgPool2D`` ("after"). ``--amp`` times float32 against bfloat16
+autocast instead (box-kernel pooling both; worth it only on CPUs with native bfloat16,
+e.g. AVX512-BF16). Steps draw new architectures, so graphs are extracted every step, as
+in a real run.
 
 Both wall-clock and CPU time of the process are reported: on a shared machine the CPU
 time is the fairer measure of the work a step needs.
 
     python benchmarks/bench_metatrain_speed.py --steps 10 --out benchmarks/results/metatrain_speed
+    python benchmarks/bench_metatrain_speed.py --amp --steps 6 --out benchmarks/results/metatrain_speed/bf16
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ PROXY = {"nb201": {"C": 8, "N": 1}, "darts": {"C": 8, "layers": 5}}
 
 
 def time_steps(space: str, sizes: str, pool_impl: str, steps: int, warmup: int, seed: int,
-               profile: Path | None = None) -> dict:
+               profile: Path | None = None, amp: bool = False) -> dict:
     cfg = MetaTrainConfig(space=space, data="sample", sizes=sizes, build_kwargs=PROXY[space] if sizes == "fixed" else {},
                           steps=steps + warmup, eval_archs=0, seed=seed)
     pool = _ArchPool(cfg)
@@ -69,7 +72,7 @@ def time_steps(space: str, sizes: str, pool_impl: str, steps: int, warmup: int, 
             x = images.normalize(ghnas.data.random_crop_flip(images.images[idx], generator=gen))
             x = x.contiguous(memory_format=torch.channels_last)
             _train_mode(models)
-            meta_step(ghn, opt, models, batch, x, images.labels[idx], cfg.grad_clip, False, counts)
+            meta_step(ghn, opt, models, batch, x, images.labels[idx], cfg.grad_clip, amp, counts)
             if i >= warmup:
                 walls.append(time.perf_counter() - w0)
                 cpus.append(time.process_time() - c0)
@@ -77,11 +80,17 @@ def time_steps(space: str, sizes: str, pool_impl: str, steps: int, warmup: int, 
         AvgPool.forward = real_forward
         if prof is not None:
             prof.__exit__(None, None, None)
-            write_profile(prof, profile, f"{space}, sizes={sizes}, pooling={pool_impl}, {steps} steps")
-    return {"space": space, "sizes": sizes, "pool": pool_impl, "steps": steps, "meta_batch": cfg.meta_batch,
+            precision = "bfloat16 autocast" if amp else "float32"
+            write_profile(prof, profile, f"{space}, sizes={sizes}, pooling={pool_impl}, {precision}, {steps} steps")
+    return {"space": space, "sizes": sizes, "pool": pool_impl, "amp": amp, "steps": steps, "meta_batch": cfg.meta_batch,
             "wall_s_per_step": float(np.mean(walls)), "cpu_s_per_step": float(np.mean(cpus)),
             "arch_steps_per_s_wall": cfg.meta_batch / float(np.mean(walls)),
             "arch_steps_per_s_cpu": cfg.meta_batch / float(np.mean(cpus))}
+
+
+def _native_bf16() -> bool:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 #: op names of the predicted networks' layers (convolutions, batch norm, ReLU, pooling)
@@ -96,7 +105,7 @@ def write_profile(prof, path: Path, title: str, top: int = 25) -> None:
     net = sum(e.self_cpu_time_total for e in events if any(w in e.key for w in NETWORK_OPS))
     lines = [f"# Where a meta-training step's CPU time goes: {title}", "",
              "torch.profiler, self CPU time per op, summed over the profiled steps "
-             f"(`python benchmarks/bench_metatrain_speed.py --profile`).", "",
+             "(`python benchmarks/bench_metatrain_speed.py --profile`).", "",
              f"The predicted networks' own layers (ops matching {', '.join(NETWORK_OPS)}, forward and "
              f"backward) take **{100 * net / total:.1f}%** of it; removing everything else would make a "
              f"step at most {total / max(net, 1.0):.2f}x faster.", "",
@@ -119,14 +128,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profile", action="store_true",
                     help="instead of the timings: profile the steps (fast pooling) and write "
                          "profile_<space>_<sizes>.md with the ops that take the time")
+    ap.add_argument("--amp", action="store_true",
+                    help="float32 against bfloat16 autocast (box-kernel pooling), instead of the two poolings")
     args = ap.parse_args(argv)
     if args.profile:
         torch.set_num_threads(args.threads)
         warnings.filterwarnings("ignore", category=UserWarning)
         for space in args.spaces.split(","):
             for sizes in ("fixed", "space"):
-                path = Path(args.out) / f"profile_{space}_{sizes}.md"
-                time_steps(space, sizes, "fast", args.steps, args.warmup, args.seed, profile=path)
+                path = Path(args.out) / f"profile_{space}_{sizes}{'_bf16' if args.amp else ''}.md"
+                time_steps(space, sizes, "fast", args.steps, args.warmup, args.seed, profile=path, amp=args.amp)
                 print(path.read_text())
         return
     torch.set_num_threads(args.threads)
@@ -134,23 +145,25 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for space in args.spaces.split(","):
         for sizes in ("fixed", "space"):
-            for impl in ("torch", "fast"):
-                r = time_steps(space, sizes, impl, args.steps, args.warmup, args.seed)
+            for impl, amp in ((("fast", False), ("fast", True)) if args.amp else (("torch", False), ("fast", False))):
+                r = time_steps(space, sizes, impl, args.steps, args.warmup, args.seed, amp=amp)
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"threads": args.threads, "machine": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "load_avg": os.getloadavg(), "torch": torch.__version__,
+            "cpus": os.cpu_count(), "cpu_bf16": _native_bf16(), "load_avg": os.getloadavg(), "torch": torch.__version__,
             "command": "python benchmarks/bench_metatrain_speed.py " + " ".join(argv or sys.argv[1:])}
     atomic_write_text(out / "speed.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = [f"Meta-training throughput, {args.threads} thread(s), load average {meta['load_avg'][0]:.1f} "
              f"during the run (`{meta['command']}`).", "",
-             "| space | sizes | pooling | s/step wall | s/step CPU | arch-steps/s (CPU) | speed-up (CPU) |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        base = next(b for b in rows if b["space"] == r["space"] and b["sizes"] == r["sizes"] and b["pool"] == "torch")
-        lines.append(f"| {r['space']} | {r['sizes']} | {r['pool']} | {r['wall_s_per_step']:.3f} | "
+             f"CPU with native bfloat16 (AVX512-BF16 / AMX): {meta['cpu_bf16']}.", "",
+             "| space | sizes | pooling | precision | s/step wall | s/step CPU | arch-steps/s (CPU) | speed-up (CPU) |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for i, r in enumerate(rows):
+        base = rows[i - i % 2]  # the first of each (space, sizes) pair: torch pooling, or float32
+        lines.append(f"| {r['space']} | {r['sizes']} | {r['pool']} | {'bfloat16' if r['amp'] else 'float32'} | "
+                     f"{r['wall_s_per_step']:.3f} | "
                      f"{r['cpu_s_per_step']:.3f} | {r['arch_steps_per_s_cpu']:.2f} | "
                      f"{base['cpu_s_per_step'] / r['cpu_s_per_step']:.2f}x |")
     atomic_write_text(out / "speed.md", "\n".join(lines) + "\n")
