@@ -160,8 +160,9 @@ def main(argv: list[str] | None = None) -> None:
              f"CPU with native bfloat16 (AVX512-BF16 / AMX): {meta['cpu_bf16']}.", "",
              "| space | sizes | pooling | precision | s/step wall | s/step CPU | arch-steps/s (CPU) | speed-up (CPU) |",
              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
-    for i, r in enumerate(rows):
-        base = rows[i - i % 2]  # the first of each (space, sizes) pair: torch pooling, or float32
+    for r in rows:
+        # the first timing of the same space and sizes: torch pooling, or float32 under --amp
+        base = next(b for b in rows if b["space"] == r["space"] and b["sizes"] == r["sizes"])
         lines.append(f"| {r['space']} | {r['sizes']} | {r['pool']} | {'bfloat16' if r['amp'] else 'float32'} | "
                      f"{r['wall_s_per_step']:.3f} | "
                      f"{r['cpu_s_per_step']:.3f} | {r['arch_steps_per_s_cpu']:.2f} | "
