@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
 
         ref_label, ref_path, ref_origin = resolve_candidate(
             args.reference or "shipped=" + str(asset_dir() / f"ghnas-{args.space}-cifar10.pt"), args.space, fetch)
-        ref_metric, ref_n = GHNProxy().metric, GHNProxy.default_batch_size
+        ref_metric, ref_n = GHNProxy().metric_for(args.space), GHNProxy.default_batch_size
         candidates = [(c["ghn"], chosen_path, c["origin"])]
         if file_digest(ref_path) != c["digest"]:
             candidates.append((ref_label, ref_path, ref_origin))

@@ -8,9 +8,9 @@ Two stages, on the two halves of a dev set (``../shared/data/nb201/cifar10_dev.c
 tuning-half architecture at the proxy size with each snapshot on CIFAR-10 *training*
 images (``ghnas.data.load('cifar10', split='train')``, the split :func:`ghnas.proxies.score`
 uses by default; never test images): image seeds ``--seeds`` (0-2), the first 200 / 500 /
-1000 images of each seed's batch, four metrics (``neg_loss``: minus the cross-entropy;
+1000 images of each seed's batch, five metrics (``neg_loss``: minus the cross-entropy;
 ``acc``: accuracy; ``prob``: mean probability of the true label; ``neg_clipped_loss``: minus
-the cross-entropy capped per image at chance, ln 10). Batch norm uses batch statistics in batches of 100, so the first n
+the cross-entropy capped per image at chance, ln 10; ``neg_prob``: minus ``prob``). Batch norm uses batch statistics in batches of 100, so the first n
 images of a seed's 1000 give exactly the GHN proxy's score with ``batch_size=n`` and that
 seed. Then the formulations meant to steady it, all at the last snapshot (``at_step``):
 
@@ -65,8 +65,9 @@ from ghnas.searching import PROXY_BUILD_KWARGS  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "ghn_proxy_curve"
 # minus the loss, accuracy, and the bounded measures of PredictedEval: the mean true-label
-# probability and minus the loss capped at chance per image (confident mistakes count as chance)
-METRICS = ("neg_loss", "acc", "prob", "neg_clipped_loss")
+# probability and minus the loss capped at chance per image (confident mistakes count as chance);
+# and minus that probability: on NB301 the DARTS GHN is most confident on the worse architectures
+METRICS = ("neg_loss", "acc", "prob", "neg_clipped_loss", "neg_prob")
 _RECORD = {"acc": "acc", "loss": "loss", "prob": "prob", "closs": "clipped_loss"}  # cached field -> PredictedEval
 EVAL_BATCH = 100
 RECENT = 3  # the choice on the tuning half: mean Kendall tau over the last 3 snapshots of a formulation
@@ -127,7 +128,7 @@ def metric_value(rec: dict[str, Any], metric: str) -> float:
     if not np.isfinite(rec["loss"]):
         return np.nan
     return {"acc": rec["acc"], "neg_loss": -rec["loss"], "prob": rec["prob"],
-            "neg_clipped_loss": -rec["closs"]}[metric]
+            "neg_clipped_loss": -rec["closs"], "neg_prob": -rec["prob"]}[metric]
 
 
 def base_vector(recs: dict[str, dict], archs: Sequence[str], metric: str, n: int) -> np.ndarray:
@@ -406,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
         # the GHN proxy as it is shipped (its metric and image count)
         from ghnas.proxies.ghn import GHNProxy
 
-        reference = {"kind": "single", "metric": GHNProxy().metric, "n": GHNProxy.default_batch_size}
+        reference = {"kind": "single", "metric": GHNProxy().metric_for(space), "n": GHNProxy.default_batch_size}
         todo_f = [chosen] + ([reference] if reference != chosen else [])
         images = sorted({f["n"] for f in todo_f if f["kind"] != "finetune"} | {200, reference["n"]})
         seeds = tune["meta"]["seeds"]

@@ -66,6 +66,47 @@ def test_bounded_metrics_match_a_manual_computation(ghn, batch):
     assert 0 < prob < 1 and nll <= clipped <= 0 and clipped >= -math.log(10)
 
 
+def test_neg_prob_is_minus_the_true_label_probability(ghn, batch):
+    arch = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    model = search_spaces.get("nb201").build(arch, **BUILD)
+    prob = GHNProxy(ghn=ghn, metric="prob", eval_batch=40).score(model, [batch])
+    assert GHNProxy(ghn=ghn, metric="neg_prob", eval_batch=40).score(model, [batch]) == pytest.approx(-prob)
+
+
+def test_the_default_metric_and_images_are_the_scored_spaces():
+    from ghnas.proxies.ghn import DEFAULT_METRIC, SPACE_IMAGES, SPACE_METRICS
+
+    proxy = GHNProxy()
+    assert proxy.metric is None
+    assert proxy.metric_for("darts") == SPACE_METRICS["darts"] == "neg_prob"
+    assert proxy.metric_for(search_spaces.get("nb201")) == proxy.metric_for(None) == DEFAULT_METRIC
+    assert GHNProxy(metric="acc").metric_for("darts") == "acc"  # a given metric wins
+    # made by name for a space, it takes the space's image count; a set batch size is kept
+    assert get_proxy("ghn", space="darts").default_batch_size == SPACE_IMAGES["darts"]
+    assert get_proxy("ghn", space="nb201").default_batch_size == GHNProxy.default_batch_size == 1000
+    assert get_proxy("ghn").default_batch_size == 1000
+    assert GHNProxy().with_batch_size(300).for_space("darts").default_batch_size == 300
+
+
+def test_scores_and_cache_identity_follow_the_spaces_metric(ghn, batch):
+    from ghnas.proxies.ghn import SPACE_METRICS
+
+    darts = search_spaces.get("darts")
+    arch = darts.sample(0)
+    build = {"C": 4, "layers": 2}
+    by_default = score([arch], "darts", GHNProxy(ghn=ghn, eval_batch=20), data=batch, build_kwargs=build,
+                       progress=False).scores[0]
+    named = score([arch], "darts", GHNProxy(ghn=ghn, metric=SPACE_METRICS["darts"], eval_batch=20), data=batch,
+                  build_kwargs=build, progress=False).scores[0]
+    loss = score([arch], "darts", GHNProxy(ghn=ghn, metric="neg_loss", eval_batch=20), data=batch,
+                 build_kwargs=build, progress=False).scores[0]
+    assert by_default == pytest.approx(named) and by_default != pytest.approx(loss)
+    assert -1 < by_default < 0  # minus a probability
+    # cached scores are keyed by the metric in use, so the two spaces' defaults never share them
+    ident = GHNProxy(ghn=ghn).identity
+    assert ident(darts)["metric"] == "neg_prob" and ident(search_spaces.get("nb201"))["metric"] == "neg_loss"
+
+
 def test_clipped_loss_caps_a_confident_mistake_at_chance():
     from ghnas.ghn.evaluate import evaluate_predicted
 

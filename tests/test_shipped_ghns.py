@@ -66,6 +66,7 @@ def test_the_shipped_ranking_ghn_is_the_ghn_proxys_default_and_records_its_choic
     import hashlib
 
     from ghnas.ghn import default_ghn_name, ghn_entry
+    from ghnas.proxies import get_proxy
 
     name = "ghnas-nb201-cifar10-rank"
     assert ghn_entry(name).purpose == "rank" and default_ghn_name("nb201", "rank") == name
@@ -74,7 +75,8 @@ def test_the_shipped_ranking_ghn_is_the_ghn_proxys_default_and_records_its_choic
     # the sidecar describes this very file: its choice on the tuning half, its reporting figure
     digest = hashlib.sha256((asset_dir() / f"{name}.pt").read_bytes()).hexdigest()[:16]
     assert meta["digest"] == digest and meta["purpose"] == "rank" and meta["build_kwargs"] == PROXY_BUILD_KWARGS["nb201"]
-    assert meta["choice"]["metric"] == GHNProxy().metric and meta["choice"]["n"] == GHNProxy.default_batch_size
+    assert meta["choice"]["metric"] == GHNProxy().metric_for("nb201")
+    assert meta["choice"]["n"] == get_proxy("ghn", space="nb201").default_batch_size
     assert set(meta["tune"]) >= {"kendall_mean", "kendall_min"} and set(meta["report"]) >= {"kendall_mean"}
     proxy = GHNProxy()
     proxy.identity(search_spaces.get("nb201"))

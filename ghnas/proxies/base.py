@@ -211,7 +211,8 @@ def get_proxy(name: str | Proxy, space: Any = None, **kwargs: Any) -> Proxy:
     (mean rank) or ``get_proxy('logrank:meco,params')`` (AZ-NAS's log-rank aggregate).
 
     ``'zero-shot'``, the default aggregate of a space (:mod:`ghnas.proxies.zero_shot`),
-    needs ``space``; other names ignore it. A :class:`Proxy` instance is returned
+    needs ``space``; a proxy with settings chosen per space (the GHN proxy's image count)
+    takes that space's; other names ignore it. A :class:`Proxy` instance is returned
     unchanged (``kwargs`` must then be empty).
     """
     if isinstance(name, Proxy):
@@ -248,7 +249,10 @@ def get_proxy(name: str | Proxy, space: Any = None, **kwargs: Any) -> Proxy:
 
         raise InputError(f"unknown proxy {name!r}; valid proxies: {', '.join(available_proxies())} "
                          "(or an ensemble such as 'vote:synflow,params' or 'logrank:meco,params')")
-    return _REGISTRY[key](**kwargs)
+    made = _REGISTRY[key](**kwargs)
+    if space is not None and hasattr(made, "for_space"):  # per-space settings (the GHN proxy's images)
+        made = made.for_space(space)
+    return made
 
 
 # --------------------------------------------------------------------------- helpers

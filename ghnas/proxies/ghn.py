@@ -24,7 +24,17 @@ from torch import nn
 from ..ghn.ref import GHNRef, on_device, state_digest
 from .base import Batch, Proxy, ResultCallback, arch_seed, register_proxy
 
-METRICS = ("acc", "neg_loss", "acc_loss", "prob", "neg_clipped_loss")
+METRICS = ("acc", "neg_loss", "acc_loss", "prob", "neg_clipped_loss", "neg_prob")
+#: the metric of a space's GHN proxy when none is given, chosen with the space's ranking GHN
+#: on the tuning half of its dev set (benchmarks/results/ranking_ghn/<space>_tune.md); other
+#: spaces use DEFAULT_METRIC. On NB301's tuning half the DARTS GHN's predicted networks are
+#: *more* confident on the worse architectures: minus the mean true-label probability ranks
+#: at Kendall tau 0.34 on 200 images (three image seeds), minus the loss at 0.13 at best.
+SPACE_METRICS = {"darts": "neg_prob"}
+DEFAULT_METRIC = "neg_loss"
+#: images of a space's GHN proxy made by name for that space (``get_proxy('ghn', space=...)``,
+#: ``score(..., proxy='ghn')``, searches), chosen with the metric; otherwise default_batch_size
+SPACE_IMAGES = {"darts": 200}
 
 
 @register_proxy("ghn")
@@ -36,13 +46,17 @@ class GHNProxy(Proxy):
             instance; ``None`` uses the GHN shipped for ranking the space being searched
             (``'ghnas-<space>-cifar10-rank'``, chosen on the tuning half of the space's dev
             set for how it ranks), else its predicting GHN (``'ghnas-<space>-cifar10'``).
-        metric: ``'neg_loss'`` (minus the cross-entropy, the default), ``'acc'``
+        metric: ``'neg_loss'`` (minus the cross-entropy), ``'acc'``
             (accuracy) or ``'acc_loss'`` (accuracy, with the loss breaking ties between
             equally accurate networks), ``'prob'`` (mean softmax probability of the true
-            label) or ``'neg_clipped_loss'`` (minus the cross-entropy with each image's
-            loss capped at chance, ``ln`` of the number of classes); the last two are
-            bounded, so a few confidently wrong images cannot dominate the score (see
-            :class:`~ghnas.ghn.evaluate.PredictedEval`). The loss is the default because accuracy on a
+            label), ``'neg_clipped_loss'`` (minus the cross-entropy with each image's
+            loss capped at chance, ``ln`` of the number of classes), or ``'neg_prob'``
+            (minus ``'prob'``: higher for less confident predicted networks); ``prob`` and
+            the clipped loss are bounded, so a few confidently wrong images cannot dominate
+            the score (see :class:`~ghnas.ghn.evaluate.PredictedEval`). ``None`` (the
+            default): the metric chosen for the space being scored (:data:`SPACE_METRICS`:
+            ``'neg_prob'`` on DARTS, ``'neg_loss'`` elsewhere and for a bare model). The
+            loss is the NB201 default because accuracy on a
             few hundred images moves in coarse steps and carries binomial noise of a few
             points, larger than the differences between predicted networks. On the tuning
             half of the NAS-Bench-201 dev set, with the multi-size GHN at steps 6,500 to
@@ -63,12 +77,13 @@ class GHNProxy(Proxy):
     default_batch_size = 1000
     needs_ghn = True
 
-    def __init__(self, ghn: Any = None, metric: str = "neg_loss", eval_batch: int = 100,
+    def __init__(self, ghn: Any = None, metric: str | None = None, eval_batch: int = 100,
                  chunk: int = 16):
-        if metric not in METRICS:
+        if metric is not None and metric not in METRICS:
             raise ValueError(f"unknown GHN proxy metric {metric!r}; valid: {', '.join(METRICS)}")
         if eval_batch < 2:
             raise ValueError(f"eval_batch must be >= 2 (batch norm needs a batch), got {eval_batch}")
+        #: the metric given (None: the scored space's, see :meth:`metric_for`)
         self.metric = metric
         self.eval_batch = int(eval_batch)
         self.chunk = max(1, int(chunk))
@@ -94,6 +109,22 @@ class GHNProxy(Proxy):
         """The GHN this proxy predicts with (``None`` until resolved for a space)."""
         return self._ref
 
+    def for_space(self, space: Any) -> "GHNProxy":
+        """This proxy with the image count chosen for ``space`` (:data:`SPACE_IMAGES`), unless
+        a batch size was set (:meth:`with_batch_size`); how a proxy made by name for a space
+        gets it."""
+        name = space if isinstance(space, str) else getattr(space, "name", "")
+        if "default_batch_size" in vars(self) or name not in SPACE_IMAGES:
+            return self
+        return self.with_batch_size(SPACE_IMAGES[name])
+
+    def metric_for(self, space: Any) -> str:
+        """The metric this proxy scores ``space`` (a name, object or ``None``) with."""
+        if self.metric is not None:
+            return self.metric
+        return SPACE_METRICS.get(space if isinstance(space, str) or space is None
+                                 else getattr(space, "name", ""), DEFAULT_METRIC)
+
     def _resolve(self, space: Any, device: torch.device):
         device = torch.device(device)
         if self._ref is None:
@@ -110,7 +141,7 @@ class GHNProxy(Proxy):
         """Settings with the GHN named by its weights, not by its name or path: the same
         weights share cached scores, other weights (a retrained file) never do."""
         ghn = self._resolve(space, torch.device("cpu")) if self._ghn is None else self._ghn
-        return {**self.settings(), "ghn": "weights:" + state_digest(ghn)}
+        return {**self.settings(), "metric": self.metric_for(space), "ghn": "weights:" + state_digest(ghn)}
 
     def score(self, model: nn.Module, batches: Sequence[Batch] | None) -> float:
         """Predict ``model``'s parameters and evaluate them (the model is not modified)."""
@@ -122,7 +153,7 @@ class GHNProxy(Proxy):
         ghn = self._resolve(None, device)
         with torch.no_grad():
             params = ghn.predict([model])[0]
-        return self._evaluate(model, params, batches)
+        return self._evaluate(model, params, batches, self.metric_for(None))
 
     def score_archs(self, archs: Sequence[str], space: Any, batches: Sequence[Batch] | None,
                     build_kwargs: dict[str, Any] | None = None, *, seed: int = 0,
@@ -140,6 +171,7 @@ class GHNProxy(Proxy):
             return self._score_chunks(ghn, archs, space, batches, build_kwargs, seed, device, callback)
 
     def _score_chunks(self, ghn, archs, space, batches, build_kwargs, seed, device, callback) -> list[float]:
+        metric = self.metric_for(space)
         from ghnas.graph import extract
 
         kwargs = dict(build_kwargs or {})
@@ -155,7 +187,7 @@ class GHNProxy(Proxy):
                     models.append(space.build(a, **kwargs).to(device))
             with torch.no_grad():
                 preds = ghn.predict([extract(m) for m in models])
-            values = [self._evaluate(m, p, batches) for m, p in zip(models, preds)]
+            values = [self._evaluate(m, p, batches, metric) for m, p in zip(models, preds)]
             per_arch = (time.perf_counter() - t0) / len(part)
             for i, v in enumerate(values):
                 out.append(v)
@@ -164,7 +196,7 @@ class GHNProxy(Proxy):
         return out
 
     def _evaluate(self, model: nn.Module, params: dict[str, torch.Tensor],
-                  batches: Sequence[Batch]) -> float:
+                  batches: Sequence[Batch], metric: str | None = None) -> float:
         from ghnas.ghn.evaluate import evaluate_predicted
 
         x = torch.cat([b[0] for b in batches])
@@ -175,13 +207,16 @@ class GHNProxy(Proxy):
             # NaN/inf logits (a degenerate network or GHN): argmax of NaN would still give a
             # finite, meaningless accuracy, so every metric reports NaN (scored as the worst)
             return float("nan")
-        if self.metric == "acc":
+        metric = metric or self.metric_for(None)
+        if metric == "acc":
             return acc
-        if self.metric == "neg_loss":
+        if metric == "neg_loss":
             return -loss
-        if self.metric == "prob":
+        if metric == "prob":
             return res.prob
-        if self.metric == "neg_clipped_loss":
+        if metric == "neg_prob":
+            return -res.prob
+        if metric == "neg_clipped_loss":
             return -res.clipped_loss
         # the loss only orders networks of equal accuracy: its weight is below one image
         return acc - min(loss, 1e3) / (1e3 * n + 1)

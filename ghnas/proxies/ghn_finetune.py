@@ -102,7 +102,7 @@ class GHNFinetuneProxy(GHNProxy):
         self.train_images = int(train_images)
 
     def _evaluate(self, model: nn.Module, params: dict[str, torch.Tensor],
-                  batches: Sequence[Batch]) -> float:
+                  batches: Sequence[Batch], metric: str | None = None) -> float:
         x = torch.cat([b[0] for b in batches])
         y = torch.cat([b[1] for b in batches])
         if len(y) < self.train_images + 2:
@@ -110,4 +110,4 @@ class GHNFinetuneProxy(GHNProxy):
                              f"(the rest are scored, at least 2), got {len(y)}; raise the batch size")
         tuned = finetune_predicted(model, params, x[:self.train_images], y[:self.train_images],
                                    self.steps, self.lr, self.momentum)
-        return super()._evaluate(model, tuned, [(x[self.train_images:], y[self.train_images:])])
+        return super()._evaluate(model, tuned, [(x[self.train_images:], y[self.train_images:])], metric)
