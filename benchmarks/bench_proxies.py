@@ -193,25 +193,29 @@ def member_label(member) -> str:
     raise ValueError(f"no rows of this benchmark score {member} (settings {dict(member.settings)})")
 
 
-#: 'ghn-<digest>[-i<images>]' -> (the GHN checkpoint it names, images per batch); filled by --ghn
-GHN_FILES: dict[str, tuple[str, int]] = {}
+#: 'ghn-<digest>[-i<images>][-<metric>]' -> (the GHN checkpoint it names, images per batch,
+#: metric); filled by --ghn
+GHN_FILES: dict[str, tuple[str, int, str]] = {}
 #: the images of the rows labelled without '-i<N>' (the committed tables' first GHN rows)
 GHN_LABEL_IMAGES = 200
 
 
-def ghn_label(ghn: str, images: int | None = None) -> str:
+def ghn_label(ghn: str, images: int | None = None, space: str | None = None) -> str:
     """``'ghn-<first 8 hex of the checkpoint's sha256>'``: the GHN proxy's rows are kept per
     checkpoint, so scores of a retrained GHN never mix with an older one's; ``-i<N>`` is
-    appended where the proxy scores on N images instead of 200."""
+    appended where the proxy scores on N images instead of 200, and ``-<metric>`` where the
+    GHN proxy's default metric for ``space`` is not minus the loss (DARTS: ``-neg_prob``)."""
     import hashlib
 
     from ghnas.ghn import GHNRef
+    from ghnas.proxies.ghn import DEFAULT_METRIC, GHNProxy
 
     path = GHNRef.of(ghn).path() if not Path(ghn).exists() else Path(ghn)
     images = int(images or GHN_LABEL_IMAGES)
+    metric = GHNProxy().metric_for(space)
     label = "ghn-" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8] + (
-        "" if images == GHN_LABEL_IMAGES else f"-i{images}")
-    GHN_FILES[label] = (str(path), images)
+        "" if images == GHN_LABEL_IMAGES else f"-i{images}") + ("" if metric == DEFAULT_METRIC else f"-{metric}")
+    GHN_FILES[label] = (str(path), images, metric)
     return label
 
 
@@ -243,9 +247,9 @@ def run_job(space: str, proxy: str, size: str, seed: int, archs: list[str], imag
     todo = [a for a in archs if a not in done]
     if not todo:
         return
-    if proxy.startswith("ghn-"):  # a GHN proxy row set: 'ghn-<digest>[-i<images>]' (see ghn_label)
-        ghn_file, bs = GHN_FILES[proxy]
-        prox = get_proxy("ghn", ghn=ghn_file)
+    if proxy.startswith("ghn-"):  # a GHN proxy row set: 'ghn-<digest>[-i<images>][-<metric>]' (see ghn_label)
+        ghn_file, bs, metric = GHN_FILES[proxy]
+        prox = get_proxy("ghn", ghn=ghn_file, metric=metric)
     else:
         prox, bs = proxy_for(proxy, seed)
     data = images.batch(bs, seed) if prox.needs_data else None
@@ -586,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
                          "score into the committed table benchmarks/results/proxy_scores/<space>.csv.gz)")
     ap.add_argument("--proxies", default=",".join(PROXIES))
     ap.add_argument("--ghn", action="append", default=[], metavar="GHN",
-                    help="also score the GHN proxy (loss metric, 200 images) with this GHN (name or "
+                    help="also score the GHN proxy (the space's default metric, 200 images) with this GHN (name or "
                          "checkpoint); its rows are the proxy 'ghn-<checkpoint digest>' of the caches and "
                          "the exported table (choose_default.py --ghn ghn:200@proxy=ghn-<digest>, ghn:1000@proxy=ghn-<digest>-i1000)")
     ap.add_argument("--ghn-images", default="200",
@@ -613,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     cache_dir = args.cache_dir or REPO / "runs/bench_proxies" / space
     out = args.out or REPO / "benchmarks/results" / f"proxies_{space}"
     proxies = [p for p in args.proxies.split(",") if p] + [
-        ghn_label(g, int(n)) for g in args.ghn for n in args.ghn_images.split(",") if n.strip()]
+        ghn_label(g, int(n), space) for g in args.ghn for n in args.ghn_images.split(",") if n.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     archs, truth, rows = read_rows(space, args.root)

@@ -202,6 +202,20 @@ def test_proxy_variants_are_rows_of_their_own_and_members_of_the_default():
         bp.member_label(Member("swap", (("repeats", 3),)))
 
 
+def test_ghn_rows_are_labelled_by_checkpoint_images_and_the_spaces_metric(tmp_path):
+    """The GHN proxy's rows of bench_proxies name what they score: the checkpoint's digest,
+    the image count where it is not 200, and the metric where the space's default is not
+    the loss (DARTS), so rows of another metric never share a label; and the scoring job
+    builds the proxy with that metric."""
+    bp = _module("bench_proxies")
+    ckpt = tmp_path / "g.pt"
+    ckpt.write_bytes(b"not a real checkpoint: only its digest is read")
+    nb201, darts = bp.ghn_label(str(ckpt), 200, "nb201"), bp.ghn_label(str(ckpt), 1000, "darts")
+    assert nb201.startswith("ghn-") and len(nb201) == len("ghn-") + 8
+    assert darts == nb201 + "-i1000-neg_prob"
+    assert bp.GHN_FILES[darts] == (str(ckpt), 1000, "neg_prob") and bp.GHN_FILES[nb201][2] == "neg_loss"
+
+
 def test_default_candidates_are_proxy_size_columns_of_every_row(tmp_path):
     """choose_default's candidates: every proxy scored at the proxy size on all dev rows
     (whatever size the benchmark table reports it at); a column with the tuning rows only
