@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reference", default=None,
                     help="report: label=path of the GHN proxy as shipped before (default: the space's shipped "
                          "GHN with the GHN proxy's default metric and image count)")
+    ap.add_argument("--reference-metric", default=None,
+                    help="report: the reference's metric (default: the GHN proxy's default for the space; "
+                         "the previous default where it changed, e.g. neg_loss)")
     ap.add_argument("--images", default="200,500,1000")
     ap.add_argument("--seeds", default="0,1,2,3,4,5")
     ap.add_argument("--max-archs", type=int, default=0, help="fixed subsample of the half (0: all of it)")
@@ -191,10 +194,13 @@ def main(argv: list[str] | None = None) -> None:
 
         ref_label, ref_path, ref_origin = resolve_candidate(
             args.reference or "shipped=" + str(asset_dir() / f"ghnas-{args.space}-cifar10.pt"), args.space, fetch)
-        ref_metric, ref_n = GHNProxy().metric_for(args.space), GHNProxy.default_batch_size
+        ref_metric = args.reference_metric or GHNProxy().metric_for(args.space)
+        ref_n = GHNProxy.default_batch_size
         candidates = [(c["ghn"], chosen_path, c["origin"])]
         if file_digest(ref_path) != c["digest"]:
             candidates.append((ref_label, ref_path, ref_origin))
+        else:  # the same weights: the reference is another metric / image count of the chosen GHN
+            ref_label = c["ghn"]
         images, seeds, args.max_archs = sorted({c["n"], ref_n}), tune["meta"]["seeds"], tune["meta"]["max_archs"]
     truth_map = dev_half(space, args.half, max_archs=args.max_archs)
     archs = list(truth_map)
@@ -215,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
             if r["ghn"] == c["ghn"] and r["metric"] == c["metric"] and r["n"] == c["n"]:
                 keep.append({**r, "role": "CHOSEN: "})
             elif r["ghn"] == ref_label and r["metric"] == ref_metric and r["n"] == ref_n:
-                keep.append({**r, "role": "before (shipped GHN, proxy default): "})
+                keep.append({**r, "role": f"reference ({ref_metric}, {ref_n} images): "})
         res["rows"], res["chosen"] = keep, c
     res["meta"] = {"space": args.space, "half": args.half, "dev_set": repo_relative(str(DEV_SETS[args.space][0])),
                    "n_archs": len(archs), "max_archs": args.max_archs, "build": PROXY_BUILD_KWARGS.get(args.space),

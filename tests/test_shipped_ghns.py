@@ -62,22 +62,24 @@ def test_meta_trained_flag_round_trips_and_fresh_ghns_still_warn(tmp_path, monke
     assert load_ghn(tmp_path / "trained.pt").shape_enc.warn_unknown is False
 
 
-def test_the_shipped_ranking_ghn_is_the_ghn_proxys_default_and_records_its_choice():
+@pytest.mark.parametrize("space", ["nb201", "darts"])
+def test_the_shipped_ranking_ghn_is_the_ghn_proxys_default_and_records_its_choice(space):
     import hashlib
 
     from ghnas.ghn import default_ghn_name, ghn_entry
     from ghnas.proxies import get_proxy
 
-    name = "ghnas-nb201-cifar10-rank"
-    assert ghn_entry(name).purpose == "rank" and default_ghn_name("nb201", "rank") == name
-    assert default_ghn_name("nb201") == "ghnas-nb201-cifar10"  # prediction keeps the accurate GHN
+    name = f"ghnas-{space}-cifar10-rank"
+    assert ghn_entry(name).purpose == "rank" and default_ghn_name(space, "rank") == name
+    assert default_ghn_name(space) == f"ghnas-{space}-cifar10"  # prediction keeps the accurate GHN
     meta = json.loads((asset_dir() / f"{name}.json").read_text())
     # the sidecar describes this very file: its choice on the tuning half, its reporting figure
     digest = hashlib.sha256((asset_dir() / f"{name}.pt").read_bytes()).hexdigest()[:16]
-    assert meta["digest"] == digest and meta["purpose"] == "rank" and meta["build_kwargs"] == PROXY_BUILD_KWARGS["nb201"]
-    assert meta["choice"]["metric"] == GHNProxy().metric_for("nb201")
-    assert meta["choice"]["n"] == get_proxy("ghn", space="nb201").default_batch_size
+    assert meta["digest"] == digest and meta["purpose"] == "rank" and meta["build_kwargs"] == PROXY_BUILD_KWARGS[space]
+    # the GHN proxy made for the space scores as chosen: the metric and the image count
+    assert meta["choice"]["metric"] == GHNProxy().metric_for(space)
+    assert meta["choice"]["n"] == get_proxy("ghn", space=space).default_batch_size
     assert set(meta["tune"]) >= {"kendall_mean", "kendall_min"} and set(meta["report"]) >= {"kendall_mean"}
     proxy = GHNProxy()
-    proxy.identity(search_spaces.get("nb201"))
+    proxy.identity(search_spaces.get(space))
     assert proxy.ghn == name

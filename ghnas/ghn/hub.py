@@ -117,13 +117,19 @@ register_ghn("ghn2-imagenet", url=_PPUDA_RAW + "ghn2_imagenet.pt",
 # meta-trained by ghnas on its own spaces (benchmarks/train_shipped_ghns.py); the sidecar
 # <name>.json beside each file records the network size it was trained for
 register_ghn("ghnas-nb201-cifar10", asset="ghnas-nb201-cifar10.pt", space="nb201",
-             build_kwargs={"C": 8, "N": 1}, description="GHN-2 meta-trained by ghnas on NAS-Bench-201 cells (C=8, N=1), CIFAR-10")
+             build_kwargs={"C": 8, "N": 1}, description="GHN-2 meta-trained by ghnas on NAS-Bench-201 networks of many sizes "
+                                                       "(C=8..16, N=1..5; proxy size C=8, N=1), CIFAR-10")
 register_ghn("ghnas-nb201-cifar10-rank", asset="ghnas-nb201-cifar10-rank.pt", space="nb201",
              build_kwargs={"C": 8, "N": 1}, purpose="rank",
              description="a snapshot of the NB201 meta-training run chosen for ranking (the GHN proxy's default "
                          "on NB201; benchmarks/choose_ranking_ghn.py)")
+register_ghn("ghnas-darts-cifar10-rank", asset="ghnas-darts-cifar10-rank.pt", space="darts",
+             build_kwargs={"C": 8, "layers": 5}, purpose="rank",
+             description="the DARTS GHN chosen for ranking (the GHN proxy's default on DARTS, scored by "
+                         "minus the true-label probability; benchmarks/choose_ranking_ghn.py)")
 register_ghn("ghnas-darts-cifar10", asset="ghnas-darts-cifar10.pt", space="darts",
-             build_kwargs={"C": 8, "layers": 5}, description="GHN-2 meta-trained by ghnas on DARTS cells (C=8, 5 layers), CIFAR-10")
+             build_kwargs={"C": 8, "layers": 5}, description="GHN-2 meta-trained by ghnas on DARTS networks of many sizes (C=8..36, 5..20 "
+                         "cells; proxy size C=8, 5 cells), CIFAR-10")
 
 
 # --------------------------------------------------------------------------- files
