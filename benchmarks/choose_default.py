@@ -191,11 +191,13 @@ SEARCHES = {"greedy": greedy, "subsets": best_subsets}
 def seed_spread(args, archs: list[str], truth: np.ndarray, members: list[str], idx: list[int],
                 method: str) -> dict[str, float]:
     """Kendall tau of the chosen aggregate on ``idx`` for every image seed whose scores of
-    all members are in the table (``bench_proxies.py --phases seeds``)."""
+    all members (a GHN member's rows too, ``--ghn``) are in the table
+    (``bench_proxies.py --phases seeds``)."""
     out = {}
+    extra = dict(x.split("=", 1) for x in args.ghn)
     for seed in range(10):
         try:
-            cols = load_columns(args.space, args.scores, archs, {}, seed=seed)
+            cols = load_columns(args.space, args.scores, archs, extra, seed=seed)
         except SystemExit:
             continue
         if all(m in cols for m in members):

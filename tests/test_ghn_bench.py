@@ -238,6 +238,29 @@ def test_default_candidates_are_proxy_size_columns_of_every_row(tmp_path):
     assert "synflow@proxy" in cd.load_columns("nb201", tmp_path, archs[0::2], {})
 
 
+def test_seed_spread_counts_the_seeds_a_ghn_member_was_scored_on(tmp_path):
+    """The default's per-seed reporting tau covers every seed with scores of all members,
+    a GHN member (given by --ghn) included, and no seed where one member lacks them."""
+    import argparse
+
+    cd = _module("choose_default")
+    archs = ["a", "b", "c", "d", "e", "f"]
+    truth = np.arange(6.0)
+
+    def write(proxy, seed, order):
+        lines = [f'{{"key": "k", "arch": "{a}", "score": {v}, "seconds": 0.1}}' for a, v in zip(archs, order)]
+        (tmp_path / f"{proxy}__proxy__s{seed}.jsonl").write_text("\n".join(lines) + "\n")
+
+    for seed in (0, 1, 2):
+        write("meco", seed, [0, 1, 2, 3, 4, 5])
+    write("ghn-abc", 0, [0, 1, 2, 3, 4, 5])
+    write("ghn-abc", 1, [0, 1, 5, 3, 2, 5])  # seed 2: no GHN scores
+    args = argparse.Namespace(space="nb201", scores=tmp_path, ghn=["ghn:200@proxy=ghn-abc"])
+    by_seed = cd.seed_spread(args, archs, truth, ["meco@proxy", "ghn:200@proxy"], [0, 2, 4], "mean")
+    assert sorted(by_seed) == ["0", "1"]
+    assert by_seed["0"] == pytest.approx(1.0) and by_seed["1"] < 0.99  # the GHN's seed-1 order counts
+
+
 def test_size_study_sample_defaults_to_the_committed_tables():
     """A report on a new machine (``bench_proxies.py --phases report`` without --n-size)
     decides the network sizes on the same tuning sample as the committed tables; with

@@ -133,7 +133,9 @@ def test_the_ghn_proxy_defaults_to_a_ranking_ghn_and_warm_starts_from_the_predic
     from ghnas.warm import warm_start
 
     monkeypatch.setattr(hub, "_REGISTRY", dict(hub._REGISTRY))
+    assert default_ghn_name("darts", "rank") == "ghnas-darts-cifar10-rank"
     hub._REGISTRY.pop("ghnas-nb201-cifar10-rank", None)
+    hub._REGISTRY.pop("ghnas-darts-cifar10-rank", None)
     assert default_ghn_name("nb201", "rank") == "ghnas-nb201-cifar10"  # none for ranking: the predicting one
     with pytest.raises(ValueError, match="purpose"):
         default_ghn_name("nb201", "guess")

@@ -39,7 +39,8 @@ class Member:
 DEFAULTS: dict[str, tuple[tuple[Member, ...], str]] = {
     "nb201": ((Member("swap", (("repeats", 8),)), Member("meco"), Member("zico"), Member("jacob_cov", batch_size=32)),
               "log_rank"),
-    "darts": ((Member("swap", (("repeats", 1),)), Member("az_expressivity")), "mean"),
+    # with the GHN proxy (the DARTS ranking GHN, minus its predicted networks' confidence)
+    "darts": ((Member("swap", (("repeats", 1),)), Member("ghn", batch_size=200)), "log_rank"),
 }
 
 
