@@ -194,7 +194,7 @@ def seed_spread(args, archs: list[str], truth: np.ndarray, members: list[str], i
     all members (a GHN member's rows too, ``--ghn``) are in the table
     (``bench_proxies.py --phases seeds``)."""
     out = {}
-    extra = dict(x.split("=", 1) for x in args.ghn)
+    extra = {k: v for k, v in (x.split("=", 1) for x in args.ghn) if k in members}
     for seed in range(10):
         try:
             cols = load_columns(args.space, args.scores, archs, extra, seed=seed)

@@ -255,7 +255,9 @@ def test_seed_spread_counts_the_seeds_a_ghn_member_was_scored_on(tmp_path):
         write("meco", seed, [0, 1, 2, 3, 4, 5])
     write("ghn-abc", 0, [0, 1, 2, 3, 4, 5])
     write("ghn-abc", 1, [0, 1, 5, 3, 2, 5])  # seed 2: no GHN scores
-    args = argparse.Namespace(space="nb201", scores=tmp_path, ghn=["ghn:200@proxy=ghn-abc"])
+    # a GHN candidate that is not a member (scored on seed 0 only) does not hide the seeds
+    write("ghn-other", 0, [0, 1, 2, 3, 4, 5])
+    args = argparse.Namespace(space="nb201", scores=tmp_path, ghn=["ghn:200@proxy=ghn-abc", "ghn:500@proxy=ghn-other"])
     by_seed = cd.seed_spread(args, archs, truth, ["meco@proxy", "ghn:200@proxy"], [0, 2, 4], "mean")
     assert sorted(by_seed) == ["0", "1"]
     assert by_seed["0"] == pytest.approx(1.0) and by_seed["1"] < 0.99  # the GHN's seed-1 order counts

@@ -37,8 +37,8 @@ class Member:
 
 #: per space: (members, aggregation); see benchmarks/results/default_<space>/README.md
 DEFAULTS: dict[str, tuple[tuple[Member, ...], str]] = {
-    "nb201": ((Member("swap", (("repeats", 8),)), Member("meco"), Member("zico"), Member("jacob_cov", batch_size=32)),
-              "log_rank"),
+    # with the GHN proxy (the NB201 ranking GHN, the loss on 1,000 images)
+    "nb201": ((Member("swap", (("repeats", 8),)), Member("ghn"), Member("meco")), "mean"),
     # with the GHN proxy (the DARTS ranking GHN, minus its predicted networks' confidence)
     "darts": ((Member("swap", (("repeats", 1),)), Member("ghn", batch_size=200)), "log_rank"),
 }
