@@ -226,8 +226,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.install:
         cfg = json.loads((out / "config.json").read_text())
         cmd = f"python benchmarks/train_shipped_ghns.py --space {args.space} --data-root <CIFAR-10>"
+        if out.name != f"ghn-{args.space}":  # a branch of the run (--fork-from): its own folder
+            cmd += f" --out runs/{out.name}"
         if cfg.get("workers"):  # trained with the GPU recipe
             cmd += f" --gpu --device cuda --steps {cfg['steps']}" + ("" if cfg["amp"] else " --no-amp")
+        elif cfg["steps"] != CONFIGS[args.space]["steps"]:
+            cmd += f" --steps {cfg['steps']}"
         print(install(args.space, out, cmd, force=args.force))
         return
     if args.fork_from is not None:
