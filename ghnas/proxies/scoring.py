@@ -381,7 +381,7 @@ def score(
             proxy needs data. ``'sample'`` is the small CIFAR-10 sample shipped with ghnas.
         seed: run seed (data batch and network initialisations).
         batch_size: images in the batch given to data-dependent proxies (default: the
-            proxy's ``default_batch_size``, 1,000 for the GHN proxy and 64 otherwise; for an
+            proxy's ``default_batch_size``, 1,000 for the GHN proxy (200 when ``proxy='ghn'`` on DARTS) and 64 otherwise; for an
             ensemble, see below).
         build_kwargs: passed to ``space.build(arch, **build_kwargs)`` (e.g. ``C``, ``N``).
         progress: show a tqdm progress bar.
