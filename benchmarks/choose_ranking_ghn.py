@@ -14,8 +14,12 @@ CIFAR-10 *training* images, for each image seed of ``--seeds`` and each image co
 Kendall tau over the seeds. Many seeds, because one image batch can swing the tau by 0.3
 (a choice made on three seeds' 200 images did not hold on new seeds).
 
-``--half report``: the choice, and the GHN proxy as shipped before it (``--reference``), on
-the reporting half (odd rows), same seeds. Nothing is chosen there.
+``--half report``: the choice, and the GHN proxy as shipped before it (``--reference``, scored
+with ``--reference-metric``, by default the proxy's metric for the space), on the reporting
+half (odd rows), same seeds. Nothing is chosen there. On DARTS (where the metric changed):
+
+    python benchmarks/choose_ranking_ghn.py --space darts --half tune --candidate step5000=git:4a28a58 --seeds 0,1,2
+    python benchmarks/choose_ranking_ghn.py --space darts --half report --reference-metric neg_loss
 
 ``--install`` copies the chosen GHN to ``ghnas/assets/ghnas-<space>-cifar10-rank.pt`` with a
 sidecar JSON of the choice (tuning and reporting figures).
