@@ -258,6 +258,11 @@ def get_proxy(name: str | Proxy, space: Any = None, **kwargs: Any) -> Proxy:
 # --------------------------------------------------------------------------- helpers
 
 
+def space_name(space: Any) -> str:
+    """The name of ``space`` (a name, or a search space object), as per-space settings key it."""
+    return space if isinstance(space, str) else getattr(space, "name", type(space).__name__)
+
+
 def arch_seed(seed: int, arch_hash: str) -> int:
     """The torch seed a network is built with: a stable function of (run seed, architecture)."""
     digest = hashlib.sha256(f"{int(seed)}:{arch_hash}".encode()).digest()

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..ghn.ref import GHNRef, on_device, state_digest
-from .base import Batch, Proxy, ResultCallback, arch_seed, register_proxy
+from .base import Batch, Proxy, ResultCallback, arch_seed, register_proxy, space_name
 
 METRICS = ("acc", "neg_loss", "acc_loss", "prob", "neg_clipped_loss", "neg_prob")
 #: the metric of a space's GHN proxy when none is given, chosen with the space's ranking GHN
@@ -113,7 +113,7 @@ class GHNProxy(Proxy):
         """This proxy with the image count chosen for ``space`` (:data:`SPACE_IMAGES`), unless
         a batch size was set (:meth:`with_batch_size`); how a proxy made by name for a space
         gets it."""
-        name = space if isinstance(space, str) else getattr(space, "name", "")
+        name = space_name(space)
         if "default_batch_size" in vars(self) or name not in SPACE_IMAGES:
             return self
         return self.with_batch_size(SPACE_IMAGES[name])
@@ -122,8 +122,7 @@ class GHNProxy(Proxy):
         """The metric this proxy scores ``space`` (a name, object or ``None``) with."""
         if self.metric is not None:
             return self.metric
-        return SPACE_METRICS.get(space if isinstance(space, str) or space is None
-                                 else getattr(space, "name", ""), DEFAULT_METRIC)
+        return SPACE_METRICS.get(space_name(space), DEFAULT_METRIC)
 
     def _resolve(self, space: Any, device: torch.device):
         device = torch.device(device)

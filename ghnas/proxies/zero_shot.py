@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Proxy, get_proxy
+from .base import Proxy, get_proxy, space_name
 from .ensemble import Ensemble
 
 
@@ -42,10 +42,6 @@ DEFAULTS: dict[str, tuple[tuple[Member, ...], str]] = {
     # with the GHN proxy (the DARTS ranking GHN, minus its predicted networks' confidence)
     "darts": ((Member("swap", (("repeats", 1),)), Member("ghn", batch_size=200)), "log_rank"),
 }
-
-
-def space_name(space: Any) -> str:
-    return space if isinstance(space, str) else getattr(space, "name", type(space).__name__)
 
 
 class ZeroShot(Ensemble):
