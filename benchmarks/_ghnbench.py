@@ -249,12 +249,24 @@ def write_atomic(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
-def machine() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; the architecture where that is not readable):
+    timings differ between machines of the same core count."""
     import platform
 
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def machine() -> str:
     import torch
 
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s)"
+    return f"{cpu_model()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s)"
 
 
 def mean_std(values: Iterable[float]) -> tuple[float, float]:

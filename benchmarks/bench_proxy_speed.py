@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -78,13 +77,29 @@ def measure(space: str, proxy: str, n: int, root: Path) -> dict:
             "s_per_arch": round((t_data + t_score) / n, 4), "label": table.proxy}
 
 
+def default_proxies() -> list[str]:
+    from bench_proxies import PROXIES
+
+    return ["zero-shot", *PROXIES]
+
+
+def options(rows: dict, meta: dict) -> str:
+    """The options beyond ``--space`` that reproduce a table: its folder, and its proxies where
+    they are not every one."""
+    out = Path(meta.get("out", OUT)).resolve()
+    text = "" if out == OUT.resolve() else f" --out {out.relative_to(REPO) if out.is_relative_to(REPO) else out}"
+    if not meta.get("default_proxies", True):
+        text += " --proxies " + ",".join(rows)
+    return text
+
+
 def markdown(space: str, rows: dict, meta: dict) -> str:
     lines = [f"# End-to-end proxy speed on {space}", "",
              f"{meta['n']} dev architectures (the first tuning-half rows), a fresh process per proxy, "
              f"one torch thread, the shipped CIFAR-10 sample, no score cache; {meta['machine']}, torch "
              f"{meta['torch']}; load average during the runs: {meta['load']}. `s/arch` = (image loading + "
              "scoring) / n; Python start-up and `import ghnas` (column `import s`) excluded.", "",
-             f"`python benchmarks/bench_proxy_speed.py --space {space}`", "",
+             f"`python benchmarks/bench_proxy_speed.py --space {space}{options(rows, meta)}`", "",
              "| proxy | size | batch | import s | images s | scoring s | s/arch | 100 archs (s) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in sorted(rows.values(), key=lambda r: r["s_per_arch"]):
@@ -94,13 +109,13 @@ def markdown(space: str, rows: dict, meta: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench_proxies import PROXIES
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--space", choices=["nb201", "darts"], required=True)
-    ap.add_argument("--proxies", default=",".join(["zero-shot", *PROXIES]))
+    ap.add_argument("--proxies", default=",".join(default_proxies()))
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--root", type=Path, default=REPO.parent)
+    ap.add_argument("--out", type=Path, default=OUT,
+                    help="results folder; rows merge into its <space>.json, so give another machine its own folder")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = ap.parse_args(argv)
     if args.one:
@@ -108,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"{args.space}.json"
+    from _ghnbench import cpu_model
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{args.space}.json"
     old = json.loads(path.read_text()) if path.exists() else {"rows": {}, "loads": []}
     rows, loads = old["rows"], old["loads"]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -124,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         loads.append(round(os.getloadavg()[0], 2))
         print(f"{args.space} {p}: {rows[p]['s_per_arch']:.3f} s/arch ({100 * rows[p]['s_per_arch']:.1f} s per 100)",
               flush=True)
-        meta = {"n": args.n, "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        meta = {"n": args.n, "machine": f"{cpu_model()}, {os.cpu_count()} CPU cores", "out": str(args.out),
+                "default_proxies": set(rows) == set(default_proxies()),
                 "torch": torch.__version__, "load": f"{min(loads):.1f}-{max(loads):.1f}"}
         path.write_text(json.dumps({"meta": meta, "rows": rows, "loads": loads}, indent=1) + "\n")
-        (OUT / f"{args.space}.md").write_text(markdown(args.space, rows, meta))
+        (args.out / f"{args.space}.md").write_text(markdown(args.space, rows, meta))
     return 0
 
 

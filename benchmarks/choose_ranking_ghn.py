@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reference-metric", default=None,
                     help="report: the reference's metric (default: the GHN proxy's default for the space; "
                          "the previous default where it changed, e.g. neg_loss)")
+    ap.add_argument("--reference-images", type=int, default=None,
+                    help="report: the reference's image count (default: GHNProxy.default_batch_size, 1,000, the "
+                         "GHN proxy's count on every space before per-space counts; DARTS now scores on 200)")
     ap.add_argument("--images", default="200,500,1000")
     ap.add_argument("--seeds", default="0,1,2,3,4,5")
     ap.add_argument("--max-archs", type=int, default=0, help="fixed subsample of the half (0: all of it)")
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         ref_label, ref_path, ref_origin = resolve_candidate(
             args.reference or "shipped=" + str(asset_dir() / f"ghnas-{args.space}-cifar10.pt"), args.space, fetch)
         ref_metric = args.reference_metric or GHNProxy().metric_for(args.space)
-        ref_n = GHNProxy.default_batch_size
+        ref_n = args.reference_images or GHNProxy.default_batch_size
         candidates = [(c["ghn"], chosen_path, c["origin"])]
         if file_digest(ref_path) != c["digest"]:
             candidates.append((ref_label, ref_path, ref_origin))

@@ -27,7 +27,7 @@ snapshots, and the chosen formulation: the best mean Kendall tau at ``at_step``.
 
 ``--half report``: reads the choice (and ``at_step``) from the tuning stage's JSON and
 measures that formulation once on the reporting half (its curve over the snapshots too),
-next to the GHN proxy's default (its metric and ``default_batch_size``) and the 200-image batch for reference. Nothing is chosen there.
+next to the GHN proxy's default for the space (its metric and image count, :meth:`GHNProxy.for_space`) and the 200-image batch for reference. Nothing is chosen there.
 
 Results go to ``benchmarks/results/ghn_proxy_curve/<run>_<half>.json``, ``.md`` and ``.png``;
 scores are cached per (snapshot weights, architecture, seed) in ``runs/bench_cache/``.
@@ -407,7 +407,8 @@ def main(argv: list[str] | None = None) -> None:
         # the GHN proxy as it is shipped (its metric and image count)
         from ghnas.proxies.ghn import GHNProxy
 
-        reference = {"kind": "single", "metric": GHNProxy().metric_for(space), "n": GHNProxy.default_batch_size}
+        reference = {"kind": "single", "metric": GHNProxy().metric_for(space),
+                     "n": GHNProxy().for_space(space).default_batch_size}
         todo_f = [chosen] + ([reference] if reference != chosen else [])
         images = sorted({f["n"] for f in todo_f if f["kind"] != "finetune"} | {200, reference["n"]})
         seeds = tune["meta"]["seeds"]
