@@ -30,8 +30,10 @@ def test_steps_on_a_fixed_batch_decrease_loss():
     opt = torch.optim.Adam(ghn.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)
-    losses = [meta_step(ghn, opt, models, graphs, x, y)[0] for _ in range(15)]
-    assert losses[-1] < 0.7 * losses[0], losses
+    losses = [meta_step(ghn, opt, models, graphs, x, y)[0] for _ in range(30)]
+    # the curve's pace differs across CPUs (CI's lagged ours by ~0.1 at step 15), so the
+    # bar is set well inside it: a GHN that learns nothing stays near ln(10) = 2.3
+    assert min(losses[20:]) < 0.6 * losses[0], losses
     # predicted tensors stay out of the modules: their own parameters are untouched
     assert all(p.grad is None for m in models for p in m.parameters())
 
