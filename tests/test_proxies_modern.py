@@ -243,8 +243,44 @@ def test_linear_regions_count_distinct_sample_patterns_by_hand():
     x = torch.randn(6, 3, 1, 1, generator=torch.Generator().manual_seed(0))
     x = torch.cat([x, x[:2]])  # two repeated images fall in the same regions
     samples = (x > 0).reshape(8, -1).tolist()
-    value = get_proxy("linear_regions").score(_ReLUOfInput(), [(x, torch.zeros(8, dtype=torch.long))])
+    value = get_proxy("linear_regions", patch=None).score(_ReLUOfInput(), [(x, torch.zeros(8, dtype=torch.long))])
     assert value == len({tuple(s) for s in samples})
+
+
+def test_linear_regions_inputs_are_seeded_one_channel_crops():
+    from ghnas.proxies.te_nas import random_patches
+
+    x = torch.randn(5, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    crops = random_patches(x, 3, one_channel=True, seed=1)
+    assert crops.shape == (5, 3, 3, 3)
+    assert torch.equal(crops, random_patches(x, 3, one_channel=True, seed=1))
+    assert not torch.equal(crops, random_patches(x, 3, one_channel=True, seed=2))
+    for img, crop in zip(x, crops):
+        assert torch.equal(crop[0], crop[1]) and torch.equal(crop[0], crop[2])  # one channel, repeated
+        windows = img.unfold(1, 3, 1).unfold(2, 3, 1)  # (channel, top, left, 3, 3)
+        assert any(torch.equal(windows[c, i, j], crop[0])
+                   for c in range(3) for i in range(4) for j in range(4))
+    colour = random_patches(x, 3, one_channel=False, seed=1)
+    assert any(not torch.equal(c[0], c[1]) for c in colour)
+    with pytest.raises(ValueError, match="larger than"):
+        random_patches(x, 7, True, 0)
+
+
+def test_linear_regions_takes_the_crop_size_darts_networks_accept():
+    darts = search_spaces.get("darts")
+    arch = darts.sample(0)
+    torch.manual_seed(0)
+    net = darts.build(arch, C=1, layers=2)
+    batch = tiny_batch(n=16)
+    assert get_proxy("linear_regions", space="darts").patch == 4
+    assert get_proxy("te_nas", space="darts").member_settings["linear_regions"]["patch"] == 4
+    assert get_proxy("linear_regions", space="nb201").patch == 3
+    assert get_proxy("linear_regions", patch=None, space="darts").patch is None  # explicit: kept
+    assert 1 <= get_proxy("linear_regions", space="darts").score(net, batch) <= 16
+    with pytest.raises(ValueError, match="even size"):
+        get_proxy("linear_regions").score(net, batch)  # 3x3 crops: DARTS's reductions fail
+    with pytest.raises(ValueError, match="patch must be"):
+        get_proxy("linear_regions", patch=0)
 
 
 def test_ntk_condition_number_of_a_linear_model():

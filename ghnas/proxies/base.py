@@ -230,6 +230,13 @@ def get_proxy(name: str | Proxy, space: Any = None, **kwargs: Any) -> Proxy:
 
             raise InputError("'zero-shot' is the default proxy of a space: say which (space='nb201')")
         return ZeroShot(space, **kwargs)
+    made = _made_by_name(name, key, kwargs)
+    if space is not None and hasattr(made, "for_space"):  # per-space settings (the GHN proxy's images)
+        made = made.for_space(space)
+    return made
+
+
+def _made_by_name(name: str, key: str, kwargs: dict[str, Any]) -> Proxy:
     from .ensemble import PREFIXES, Ensemble
 
     for method, prefix in PREFIXES.items():
@@ -249,10 +256,7 @@ def get_proxy(name: str | Proxy, space: Any = None, **kwargs: Any) -> Proxy:
 
         raise InputError(f"unknown proxy {name!r}; valid proxies: {', '.join(available_proxies())} "
                          "(or an ensemble such as 'vote:synflow,params' or 'logrank:meco,params')")
-    made = _REGISTRY[key](**kwargs)
-    if space is not None and hasattr(made, "for_space"):  # per-space settings (the GHN proxy's images)
-        made = made.for_space(space)
-    return made
+    return _REGISTRY[key](**kwargs)
 
 
 # --------------------------------------------------------------------------- helpers

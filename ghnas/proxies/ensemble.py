@@ -31,6 +31,7 @@ chunk. Example::
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Sequence
 
@@ -150,6 +151,17 @@ class Ensemble(Proxy):
     @property
     def members(self) -> list[Proxy]:
         return list(self._members)
+
+    def for_space(self, space: Any) -> "Ensemble":
+        """This ensemble with each member's settings for ``space`` (a member made by name
+        alone, as in ``get_proxy('te_nas', space='darts')``, gets what it would get alone)."""
+        members = [m.for_space(space) if hasattr(m, "for_space") else m for m in self._members]
+        if all(a is b for a, b in zip(members, self._members)):
+            return self
+        clone = copy.copy(self)
+        clone._members = members
+        clone.member_settings = {n: m.settings() for n, m in zip(self.member_settings, members)}
+        return clone
 
     @property
     def label(self) -> str:
