@@ -24,7 +24,9 @@ Length: ``--epochs 1`` (default) is one pass over the 45,000 training images at 
 (703 steps). Measured on the shared 2-core CPU (1 thread, next to two meta-training runs):
 about 3.4 s per step for NB201 C=16 N=5 and 12.6 s for DARTS C=16 with 8 cells, so one
 epoch costs about 40 min (NB201) or 2.5 h (DARTS) per architecture and initialisation:
-use a GPU (``--device cuda``), or fewer steps (``--steps``) and say so.
+use a GPU (``--device cuda``), or fewer steps (``--steps``) and say so. (On a later, faster
+2-core machine a DARTS run took about 40 minutes on two-thirds of a core; ``--only-arch``
+runs one process per architecture.)
 
 Outputs (``--out``, default ``benchmarks/results/warm_start``): ``<name>.json`` (settings,
 every curve), ``<name>.md`` (tables) and ``<name>.png`` (curves).
@@ -34,6 +36,9 @@ Usage::
     python benchmarks/bench_warm_start.py --quick                             # smoke test
     python benchmarks/bench_warm_start.py --ghn runs/ghn-nb201/ghn.pt \
         --ghn-darts runs/ghn-darts/ghn.pt --n-archs 5 --epochs 1 --device cuda
+    # on CPU cores, one process per architecture, then the report from the cache
+    for k in 0 1 2; do python benchmarks/bench_warm_start.py --spaces darts --n-archs 3 --only-arch $k & done; wait
+    python benchmarks/bench_warm_start.py --spaces darts --n-archs 3
 """
 from __future__ import annotations
 
@@ -275,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="warm_start")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/warm_start")
     ap.add_argument("--cache", type=Path, default=CACHE_ROOT / "warm_start" / "cache.jsonl")
+    ap.add_argument("--only-arch", type=int, default=None, metavar="K",
+                    help="train only the K-th (0-based) of the --n-archs architectures into the cache and "
+                         "write no report: one process per architecture, then the same command without "
+                         "--only-arch reads them all from the cache and writes the report")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 1 arch, 6 steps on 512 images, 200 test images, small sizes")
     args = ap.parse_args(argv)
@@ -301,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.space != space:
             raise SystemExit(f"GHN {ghn} was meta-trained on {cfg.space!r}, not {space!r}; use --ghn-darts")
         archs, found = never_trained(_ArchPool(cfg), cfg, args.n_archs, args.seed)
+        if args.only_arch is not None:
+            if not 0 <= args.only_arch < len(archs):
+                raise SystemExit(f"--only-arch {args.only_arch}: there are {len(archs)} architectures (0-based)")
+            archs = archs[args.only_arch:args.only_arch + 1]
         bk = {k: int(v) for k, v in (kv.split("=") for kv in sizes[space].split(","))}
         recs = compare_inits(space, archs, str(src.path), train_data, val_data, steps=args.steps, epochs=epochs,
                              eval_every=args.eval_every, build_kwargs=bk, seed=args.seed,
@@ -313,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{space}: GHN start {s['mean_acc']['ghn'][0]:.2f}% vs random {s['mean_acc']['random'][0]:.2f}%; "
               f"random steps to match the GHN start: {s['steps_to_match_ghn_start']}; final gap "
               f"{s['final_gap_mean']:+.2f}", flush=True)
+    if args.only_arch is not None:
+        print(f"architecture {args.only_arch} is in {args.cache}; the command without --only-arch writes the report",
+              flush=True)
+        return 0
     last = next(iter(results.values()))["summary"]["steps"][-1] if results else 0
     meta = dict(n_archs=args.n_archs, seed=args.seed, steps=last, epochs=epochs, eval_every=args.eval_every,
                 batch_size=args.batch_size, lr=args.lr, bn_mode=args.bn_mode, val_images=len(val_data),

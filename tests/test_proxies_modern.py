@@ -4,7 +4,6 @@ checked against independent hand computations, and rank agreement with NASLib.""
 from __future__ import annotations
 
 import csv
-import itertools
 import math
 
 import numpy as np
