@@ -186,7 +186,8 @@ def install(space: str, run_dir: Path, command: str, force: bool = False) -> Pat
     shutil.copyfile(src, dst)
     best = max(hist["evals"], key=lambda e: e["acc_mean"])
     meta = {"name": name, "space": space, "build_kwargs": cfg["build_kwargs"], "config": cfg,
-            "command": command, "steps_trained": hist["history"][-1]["step"],
+            # the shipped weights are ghn_best.pt's: the steps they had, not the run's last step
+            "command": command, "steps_trained": best["step"], "run_steps": hist["history"][-1]["step"],
             "best_eval": best, "validation_vs_previous": cmp, "evals": hist["evals"]}
     (dst.with_suffix(".json")).write_text(json.dumps(meta, indent=1) + "\n")
     curve = REPO / "benchmarks" / "results" / f"ghn_{space}_curve.png"
