@@ -154,12 +154,14 @@ def base_proxy(row: str) -> tuple[str, dict]:
     return name, dict(settings)
 
 
-def proxy_for(row: str, seed: int = 0, images: int | None = None):
+def proxy_for(row: str, seed: int = 0, images: int | None = None, space: str | None = None):
     """``(proxy, images per batch)`` as this benchmark scores the rows ``row`` with image
     seed ``seed`` (the seed is also the proxy's own where it re-initialises or draws inputs);
-    ``images`` overrides the batch (the GHN proxy's image counts)."""
+    ``images`` overrides the batch (the GHN proxy's image counts); ``space``: with the
+    settings the proxy takes for that space, as a user's ``score(..., space)`` gets them
+    (linear_regions' crop size on DARTS)."""
     name, settings = base_proxy(row)
-    prox = get_proxy(name, **settings, **({"seed": seed} if name in SEEDED else {}))
+    prox = get_proxy(name, space=space, **settings, **({"seed": seed} if name in SEEDED else {}))
     bs = int(images) if images else (prox.default_batch_size if prox.needs_ghn else BATCH.get(name, DEFAULT_BATCH))
     return prox, bs
 
@@ -251,9 +253,7 @@ def run_job(space: str, proxy: str, size: str, seed: int, archs: list[str], imag
         ghn_file, bs, metric = GHN_FILES[proxy]
         prox = get_proxy("ghn", ghn=ghn_file, metric=metric)
     else:
-        prox, bs = proxy_for(proxy, seed)
-        if hasattr(prox, "for_space"):  # per-space settings (linear_regions' crop size on DARTS)
-            prox = prox.for_space(space)
+        prox, bs = proxy_for(proxy, seed, space=space)
     data = images.batch(bs, seed) if prox.needs_data else None
     build = SPACES[space]["sizes"][size]
     t0 = time.time()

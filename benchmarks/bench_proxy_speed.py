@@ -62,7 +62,7 @@ def measure(space: str, proxy: str, n: int, root: Path) -> dict:
     else:
         # 'name:N': on N images (e.g. 'ghn:1000'); the GHN proxy uses the space's shipped GHN
         name, _, images = proxy.partition(":")
-        prox, bs = proxy_for(name, 0, int(images) if images else None)
+        prox, bs = proxy_for(name, 0, int(images) if images else None, space=space)
     size = "proxy"
     build = SPACES[space]["sizes"][size]
     t1 = time.perf_counter()

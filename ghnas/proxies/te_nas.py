@@ -113,8 +113,9 @@ class LinearRegions(Proxy):
     """Number of distinct ReLU activation patterns among TE-NAS's random image crops.
 
     Args:
-        patch: side of the random crops (TE-NAS: 3; ``None``: the whole images). Not given:
-            3, or the space's size (:data:`SPACE_PATCH`) when made for a space.
+        patch: side of the random crops (TE-NAS: 3; ``None``: the whole images). A proxy
+            made for a space (``get_proxy(..., space=)``, ``score()``) with patch 3 takes
+            the space's size instead where it needs another (:data:`SPACE_PATCH`).
         one_channel: feed one random colour channel of each crop (TE-NAS), repeated over
             the input channels.
         seed: seed of the crop positions and channels.
