@@ -83,14 +83,18 @@ def default_proxies() -> list[str]:
     return ["zero-shot", *PROXIES]
 
 
-def options(rows: dict, meta: dict) -> str:
-    """The options beyond ``--space`` that reproduce a table: its folder, and its proxies where
-    they are not every one."""
+def commands(space: str, rows: dict, meta: dict) -> str:
+    """The commands that reproduce a table: one for the default proxies when the table has
+    them all, one for the rows beyond them (or one for every row otherwise)."""
     out = Path(meta.get("out", OUT)).resolve()
-    text = "" if out == OUT.resolve() else f" --out {out.relative_to(REPO) if out.is_relative_to(REPO) else out}"
-    if not meta.get("default_proxies", True):
-        text += " --proxies " + ",".join(rows)
-    return text
+    base = f"python benchmarks/bench_proxy_speed.py --space {space}"
+    if out != OUT.resolve():
+        base += f" --out {out.relative_to(REPO) if out.is_relative_to(REPO) else out}"
+    defaults = default_proxies()
+    if not set(defaults) <= set(rows):
+        return f"`{base} --proxies {','.join(rows)}`"
+    extra = [p for p in rows if p not in defaults]
+    return f"`{base}`" + (f", and for the other rows `{base} --proxies {','.join(extra)}`" if extra else "")
 
 
 def markdown(space: str, rows: dict, meta: dict) -> str:
@@ -99,12 +103,14 @@ def markdown(space: str, rows: dict, meta: dict) -> str:
              f"one torch thread, the shipped CIFAR-10 sample, no score cache; {meta['machine']}, torch "
              f"{meta['torch']}; load average during the runs: {meta['load']}. `s/arch` = (image loading + "
              "scoring) / n; Python start-up and `import ghnas` (column `import s`) excluded.", "",
-             f"`python benchmarks/bench_proxy_speed.py --space {space}{options(rows, meta)}`", "",
-             "| proxy | size | batch | import s | images s | scoring s | s/arch | 100 archs (s) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             commands(space, rows, meta) + ". `load` is the 1-minute load average after the row's run "
+             "(blank: not recorded); above 2 the run shared its core, so its seconds are an upper bound.", "",
+             "| proxy | size | batch | import s | images s | scoring s | s/arch | 100 archs (s) | load |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in sorted(rows.values(), key=lambda r: r["s_per_arch"]):
         lines.append(f"| {r['proxy']} | {r['size']} | {r['batch'] or '-'} | {r['import_s']:.2f} | "
-                     f"{r['data_s']:.2f} | {r['score_s']:.2f} | {r['s_per_arch']:.3f} | {100 * r['s_per_arch']:.1f} |")
+                     f"{r['data_s']:.2f} | {r['score_s']:.2f} | {r['s_per_arch']:.3f} | {100 * r['s_per_arch']:.1f} | "
+                     f"{r['load'] if 'load' in r else ''} |")
     return "\n".join(lines) + "\n"
 
 
@@ -138,11 +144,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{p}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
             continue
         rows[p] = json.loads(out.stdout.strip().splitlines()[-1])
-        loads.append(round(os.getloadavg()[0], 2))
+        rows[p]["load"] = round(os.getloadavg()[0], 2)
+        loads.append(rows[p]["load"])
         print(f"{args.space} {p}: {rows[p]['s_per_arch']:.3f} s/arch ({100 * rows[p]['s_per_arch']:.1f} s per 100)",
               flush=True)
         meta = {"n": args.n, "machine": f"{cpu_model()}, {os.cpu_count()} CPU cores", "out": str(args.out),
-                "default_proxies": set(rows) == set(default_proxies()),
                 "torch": torch.__version__, "load": f"{min(loads):.1f}-{max(loads):.1f}"}
         path.write_text(json.dumps({"meta": meta, "rows": rows, "loads": loads}, indent=1) + "\n")
         (args.out / f"{args.space}.md").write_text(markdown(args.space, rows, meta))

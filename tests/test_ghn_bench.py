@@ -274,3 +274,17 @@ def test_size_study_sample_defaults_to_the_committed_tables():
     for space, spec in bp.SPACES.items():
         summary = BENCH / "results" / f"proxies_{space}" / "summary.json"
         assert json.loads(summary.read_text())["meta"]["n_size"] == spec["n_size"], space
+
+
+def test_speed_table_names_the_commands_that_made_its_rows():
+    speed = _module("bench_proxy_speed")
+    defaults = speed.default_proxies()
+    meta = {"out": str(speed.OUT)}
+    rows = {p: {} for p in defaults + ["ghn:200"]}
+    text = speed.commands("darts", rows, meta)
+    assert text.startswith("`python benchmarks/bench_proxy_speed.py --space darts`")
+    assert text.endswith("--space darts --proxies ghn:200`")
+    only_some = speed.commands("nb201", {"params": {}, "ghn:200": {}}, meta)
+    assert only_some == "`python benchmarks/bench_proxy_speed.py --space nb201 --proxies params,ghn:200`"
+    elsewhere = speed.commands("nb201", {p: {} for p in defaults}, {"out": str(speed.REPO / "x")})
+    assert elsewhere == "`python benchmarks/bench_proxy_speed.py --space nb201 --out x`"

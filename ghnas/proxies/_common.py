@@ -30,34 +30,30 @@ def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
         yield
 
 
-def gaussian_init(model: nn.Module) -> nn.Module:
-    """Zen-NAS / SWAP re-initialisation, in place: conv and linear weights ~ N(0, 1), biases 0,
-    norm layers weight 1 and bias 0."""
+def _reinit(model: nn.Module, init_weight) -> nn.Module:
+    """Conv and linear weights by ``init_weight``, zero biases, norm layers weight 1 and bias 0."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
-                nn.init.normal_(m.weight)
+                init_weight(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and m.affine:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
     return model
+
+
+def gaussian_init(model: nn.Module) -> nn.Module:
+    """Zen-NAS / SWAP re-initialisation, in place: conv and linear weights ~ N(0, 1), biases 0,
+    norm layers weight 1 and bias 0."""
+    return _reinit(model, nn.init.normal_)
 
 
 def kaiming_fan_in_init(model: nn.Module) -> nn.Module:
     """AZ-NAS re-initialisation, in place: He-normal (fan-in, ReLU gain) conv and linear
     weights, zero biases, norm layers weight 1 and bias 0."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and m.affine:
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-    return model
+    return _reinit(model, lambda w: nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="relu"))
 
 
 def relu_modules(model: nn.Module, proxy: str) -> list[nn.Module]:
