@@ -60,3 +60,11 @@ def test_registered_and_errors(ghn, batch):
         GHNFinetuneProxy(steps=-1)
     with pytest.raises(ValueError, match="lr must be > 0"):
         GHNFinetuneProxy(lr=0)
+
+
+def test_default_batch_is_the_training_images_plus_the_scored_ones_in_every_space():
+    for space in ("nb201", "darts", None):
+        proxy = get_proxy("ghn_finetune", space=space)
+        assert proxy.default_batch_size == 64 + 200
+    assert get_proxy("ghn_finetune", space="darts", train_images=32).default_batch_size == 232
+    assert GHNFinetuneProxy().with_batch_size(100).default_batch_size == 100
