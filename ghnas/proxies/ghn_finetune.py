@@ -105,13 +105,9 @@ class GHNFinetuneProxy(GHNProxy):
         self.lr = float(lr)
         self.momentum = float(momentum)
         self.train_images = int(train_images)
-        # an instance attribute, so a copy made by with_batch_size keeps its own
+        # an instance attribute, as with_batch_size sets: GHNProxy.for_space then leaves it
+        # alone, so the zero-cost proxy's per-space image counts never shrink the scored set
         self.default_batch_size = self.train_images + self.scored_images
-
-    def for_space(self, space: Any) -> "GHNFinetuneProxy":
-        """Unchanged: the split of the images is the same in every space (the zero-cost
-        GHN proxy's per-space image counts do not apply)."""
-        return self
 
     def _evaluate(self, model: nn.Module, params: dict[str, torch.Tensor],
                   batches: Sequence[Batch], metric: str | None = None) -> float:
