@@ -61,6 +61,7 @@ from ghnas.ghn import load_ghn  # noqa: E402
 from ghnas.ghn.evaluate import evaluate_predicted  # noqa: E402
 from ghnas.metatrain import size_label  # noqa: E402
 from ghnas.proxies import arch_seed  # noqa: E402
+from ghnas.proxies.ghn_finetune import GHNFinetuneProxy  # noqa: E402
 from ghnas.searching import PROXY_BUILD_KWARGS  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "ghn_proxy_curve"
@@ -71,7 +72,9 @@ METRICS = ("neg_loss", "acc", "prob", "neg_clipped_loss", "neg_prob")
 _RECORD = {"acc": "acc", "loss": "loss", "prob": "prob", "closs": "clipped_loss"}  # cached field -> PredictedEval
 EVAL_BATCH = 100
 RECENT = 3  # the choice on the tuning half: mean Kendall tau over the last 3 snapshots of a formulation
-FT_TRAIN_IMAGES = 64  # the fine-tuning batch of the low-cost proxy (GHNFinetuneProxy's default)
+# the low-cost proxy's fine-tuning batch and scored images, as GHNFinetuneProxy ships them
+FT_TRAIN_IMAGES = GHNFinetuneProxy().train_images
+FT_SCORED_IMAGES = GHNFinetuneProxy.scored_images
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -358,8 +361,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ckpt-k", default="2,3,5", help="window sizes of the snapshot rank mean")
     ap.add_argument("--finetune-steps", default="5,20", help="SGD steps of the low-cost proxy ('' to skip)")
     ap.add_argument("--finetune-lr", type=float, default=0.05)
-    ap.add_argument("--finetune-images", type=int, default=200, help="images scored after the SGD steps")
+    ap.add_argument("--finetune-images", type=int, default=FT_SCORED_IMAGES, help="images scored after the SGD steps")
     ap.add_argument("--finetune-seeds", default="0,1,2")
+    ap.add_argument("--report-seeds", default=None,
+                    help="--half report: image seeds to measure the chosen formulation on (default: the tuning "
+                         "stage's); more seeds than were tuned on measure the spread without changing the choice")
     ap.add_argument("--size", default=None, help="scoring size, e.g. C=8,N=1 (default: the proxy size)")
     ap.add_argument("--data-root", default=str(REPO.parent / "shared/data/cifar10"))
     ap.add_argument("--tune-json", type=Path, default=None,
@@ -393,6 +399,8 @@ def main(argv: list[str] | None = None) -> None:
     if not snaps:
         raise SystemExit(f"no ghn_step<N>.pt snapshots in {args.run} (with --every {args.every})")
 
+    if args.report_seeds and args.half != "report":
+        raise SystemExit("--report-seeds is for --half report (the tuning stage takes --seeds / --finetune-seeds)")
     tune = None
     if args.half == "report":
         tj = args.tune_json or args.out / f"{stem}_tune.json"
@@ -414,6 +422,8 @@ def main(argv: list[str] | None = None) -> None:
         seeds = tune["meta"]["seeds"]
         ft_steps = [f["steps"] for f in todo_f if f["kind"] == "finetune"]
         ft_seeds = tune["meta"].get("finetune_seeds", ft_seeds)
+        if args.report_seeds:
+            seeds = ft_seeds = [int(s) for s in args.report_seeds.split(",")]
         args.max_archs, args.finetune_images = tune["meta"]["max_archs"], tune["meta"]["finetune_images"]
         args.finetune_lr = tune["meta"]["finetune_lr"]
     steps = [s for s, _ in snaps]
