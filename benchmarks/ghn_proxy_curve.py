@@ -181,12 +181,13 @@ def finetune_vector(recs: dict[str, dict], archs: Sequence[str], metric: str) ->
 # ------------------------------------------------------------------------------ formulations
 def formulation_label(f: dict) -> str:
     k = f["kind"]
-    base = f"{f['metric']}, {f['n']} images" if k != "finetune" else \
+    base = f"{f['metric']}, {f['n']} images" if not k.startswith("finetune") else \
         f"{f['metric']}, {f['steps']} SGD steps, {f['n']} scored images"
     return {"single": "single batch", "seeds": "rank mean over image seeds",
             "ckpts": f"rank mean over last {f.get('k')} snapshots",
             "ckpts_seeds": f"rank mean over last {f.get('k')} snapshots x image seeds",
-            "finetune": "finetune"}[k] + f" ({base})"
+            "finetune": "finetune",
+            "finetune_seeds": "finetune, rank mean over image seeds"}[k] + f" ({base})"
 
 
 def formulation_taus(f: dict, idx: int, steps: list[int], base: dict, archs, truth: np.ndarray,
@@ -208,12 +209,21 @@ def formulation_taus(f: dict, idx: int, steps: list[int], base: dict, archs, tru
         if kind == "ckpts":
             return [correlations(rank_mean([vec(s, i) for i in window]), truth) for s in seeds]
         return [correlations(rank_mean([vec(s, i) for i in window for s in seeds]), truth)]
-    if kind == "finetune":
+    if kind in ("finetune", "finetune_seeds"):
         if ft is None:
             return None
-        recs = [ft.get((steps[idx], s, f["steps"], f["n"])) for s in seeds]
-        return [correlations(finetune_vector(r, archs, f["metric"]), truth) for r in recs if r is not None] or None
+        recs = [r for r in (ft.get((steps[idx], s, f["steps"], f["n"])) for s in ft_seeds(ft)) if r is not None]
+        vecs = [finetune_vector(r, archs, f["metric"]) for r in recs]
+        if kind == "finetune":
+            return [correlations(v, truth) for v in vecs] or None
+        # one fine-tuning per image seed, ranks averaged: the noise of 64 images averaged out
+        return [correlations(rank_mean(vecs), truth)] if len(vecs) > 1 else None
     raise ValueError(f"unknown formulation kind {kind!r}")
+
+
+def ft_seeds(ft: dict) -> list[int]:
+    """The image seeds the low-cost proxy was measured with (keys: step, seed, steps, images)."""
+    return sorted({k[1] for k in ft})
 
 
 def summarise_formulation(f: dict, steps, base, archs, truth, seeds, ft, at: int) -> dict[str, Any]:
@@ -245,7 +255,7 @@ def summarise_formulation(f: dict, steps, base, archs, truth, seeds, ft, at: int
 
 
 def candidate_formulations(images: Sequence[int], ks: Sequence[int], ft_steps: Sequence[int], ft_images: int,
-                           n_seeds: int) -> list[dict]:
+                           n_seeds: int, n_ft_seeds: int = 1) -> list[dict]:
     out = []
     for metric in METRICS:
         for n in images:
@@ -258,6 +268,8 @@ def candidate_formulations(images: Sequence[int], ks: Sequence[int], ft_steps: S
                     out.append({"kind": "ckpts_seeds", "metric": metric, "n": n, "k": k})
         for s in ft_steps:
             out.append({"kind": "finetune", "metric": metric, "n": ft_images, "steps": s})
+            if n_ft_seeds > 1:
+                out.append({"kind": "finetune_seeds", "metric": metric, "n": ft_images, "steps": s})
     return out
 
 
@@ -418,9 +430,9 @@ def main(argv: list[str] | None = None) -> None:
         reference = {"kind": "single", "metric": GHNProxy().metric_for(space),
                      "n": GHNProxy().for_space(space).default_batch_size}
         todo_f = [chosen] + ([reference] if reference != chosen else [])
-        images = sorted({f["n"] for f in todo_f if f["kind"] != "finetune"} | {200, reference["n"]})
+        images = sorted({f["n"] for f in todo_f if not f["kind"].startswith("finetune")} | {200, reference["n"]})
         seeds = tune["meta"]["seeds"]
-        ft_steps = [f["steps"] for f in todo_f if f["kind"] == "finetune"]
+        ft_steps = [f["steps"] for f in todo_f if f["kind"] in ("finetune", "finetune_seeds")]
         ft_seeds = tune["meta"].get("finetune_seeds", ft_seeds)
         if args.report_seeds:
             seeds = ft_seeds = [int(s) for s in args.report_seeds.split(",")]
@@ -478,7 +490,8 @@ def main(argv: list[str] | None = None) -> None:
     res: dict[str, Any] = {"meta": meta, "curves": curves}
     if tune is None:
         forms = [summarise_formulation(f, steps, base, archs, truth, seeds, ft, at)
-                 for f in candidate_formulations(images, ks, ft_steps, args.finetune_images, len(seeds))]
+                 for f in candidate_formulations(images, ks, ft_steps, args.finetune_images, len(seeds),
+                                                 len(ft_seeds))]
         forms = [f for f in forms if "kendall_mean" in f]
         res["formulations"] = forms
         best = max(forms, key=lambda f: (f["kendall_recent"], f["kendall_mean"]))

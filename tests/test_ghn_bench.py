@@ -288,3 +288,26 @@ def test_speed_table_names_the_commands_that_made_its_rows():
     assert only_some == "`python benchmarks/bench_proxy_speed.py --space nb201 --proxies params,ghn:200`"
     elsewhere = speed.commands("nb201", {p: {} for p in defaults}, {"out": str(speed.REPO / "x")})
     assert elsewhere == "`python benchmarks/bench_proxy_speed.py --space nb201 --out x`"
+
+
+def test_finetune_formulations_per_seed_and_rank_mean_over_seeds():
+    """The low-cost proxy: one tau per image seed, or one for the rank mean of the seeds'
+    scores, which averages out seed noise (here each seed alone is half wrong)."""
+    curve = _module("ghn_proxy_curve")
+    archs = [f"a{i}" for i in range(6)]
+    truth = np.arange(6, dtype=float)
+    noise = {0: [0, 1, 2, 5, 4, 3], 1: [2, 1, 0, 3, 4, 5]}  # each seed right on one half only
+    ft = {(100, s, 5, 200): {a: {"loss": -float(v), "acc": 0.1, "prob": 0.1, "closs": 1.0}
+                             for a, v in zip(archs, noise[s])} for s in noise}
+    single = curve.formulation_taus({"kind": "finetune", "metric": "neg_loss", "n": 200, "steps": 5},
+                                    0, [100], {}, archs, truth, [0], ft)
+    pooled = curve.formulation_taus({"kind": "finetune_seeds", "metric": "neg_loss", "n": 200, "steps": 5},
+                                    0, [100], {}, archs, truth, [0], ft)
+    assert len(single) == 2 and len(pooled) == 1
+    assert pooled[0][0] > max(t for t, _ in single)
+    one_seed = {k: v for k, v in ft.items() if k[1] == 0}
+    assert curve.formulation_taus({"kind": "finetune_seeds", "metric": "neg_loss", "n": 200, "steps": 5},
+                                  0, [100], {}, archs, truth, [0], one_seed) is None
+    forms = curve.candidate_formulations([200], [], [5], 200, 1, n_ft_seeds=2)
+    assert {"kind": "finetune_seeds", "metric": "neg_loss", "n": 200, "steps": 5} in forms
+    assert curve.formulation_label(forms[-1]).startswith("finetune, rank mean over image seeds")
