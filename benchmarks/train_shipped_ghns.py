@@ -68,7 +68,9 @@ GPU_CONFIGS = {
 
 
 # the files of a run folder that continuing it needs (the GHN files are re-written from the state)
-RESUME_FILES = ("state.pt", "config.json", "history.json", "curve.png")
+# ghn_best.pt too: the validation-best snapshot would otherwise be lost with the run folder
+# (a restored run then keeps its record of the best, and --install works on the new machine)
+RESUME_FILES = ("state.pt", "config.json", "history.json", "curve.png", "ghn_best.pt")
 # kept gzipped in git: the per-step history grows by ~150 bytes a step (2.5 MB at 16,000 steps)
 COMPRESSED = {"history.json"}
 

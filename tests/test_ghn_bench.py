@@ -107,13 +107,15 @@ def test_committed_run_keeps_the_history_gzipped_and_restores_it(tmp_path):
     (run / "history.json").write_text('{"history": [' + ",".join(['{"step": 1}'] * 500) + "]}")
     (run / "config.json").write_text('{"space": "nb201"}')
     (run / "state.pt").write_bytes(b"state")
+    (run / "ghn_best.pt").write_bytes(b"best")
     git.mkdir()
     (git / "history.json").write_text("{}")  # an older export's plain copy is replaced
-    assert train.copy_resume_files(run, git, to_git=True) == ["state.pt", "config.json", "history.json"]
+    assert train.copy_resume_files(run, git, to_git=True) == ["state.pt", "config.json", "history.json",
+                                                              "ghn_best.pt"]
     assert not (git / "history.json").exists()
     assert (git / "history.json.gz").stat().st_size < (run / "history.json").stat().st_size / 5
     train.copy_resume_files(git, again)
-    for name in ("history.json", "config.json", "state.pt"):
+    for name in ("history.json", "config.json", "state.pt", "ghn_best.pt"):
         assert (again / name).read_bytes() == (run / name).read_bytes()
 
 
