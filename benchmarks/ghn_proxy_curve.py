@@ -212,7 +212,7 @@ def formulation_taus(f: dict, idx: int, steps: list[int], base: dict, archs, tru
     if kind in ("finetune", "finetune_seeds"):
         if ft is None:
             return None
-        recs = [r for r in (ft.get((steps[idx], s, f["steps"], f["n"])) for s in ft_seeds(ft)) if r is not None]
+        recs = [r for r in (ft.get((steps[idx], s, f["steps"], f["n"])) for s in finetune_seeds_of(ft)) if r is not None]
         vecs = [finetune_vector(r, archs, f["metric"]) for r in recs]
         if kind == "finetune":
             return [correlations(v, truth) for v in vecs] or None
@@ -221,7 +221,7 @@ def formulation_taus(f: dict, idx: int, steps: list[int], base: dict, archs, tru
     raise ValueError(f"unknown formulation kind {kind!r}")
 
 
-def ft_seeds(ft: dict) -> list[int]:
+def finetune_seeds_of(ft: dict) -> list[int]:
     """The image seeds the low-cost proxy was measured with (keys: step, seed, steps, images)."""
     return sorted({k[1] for k in ft})
 
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
         todo_f = [chosen] + ([reference] if reference != chosen else [])
         images = sorted({f["n"] for f in todo_f if not f["kind"].startswith("finetune")} | {200, reference["n"]})
         seeds = tune["meta"]["seeds"]
-        ft_steps = [f["steps"] for f in todo_f if f["kind"] in ("finetune", "finetune_seeds")]
+        ft_steps = [f["steps"] for f in todo_f if f["kind"].startswith("finetune")]
         ft_seeds = tune["meta"].get("finetune_seeds", ft_seeds)
         if args.report_seeds:
             seeds = ft_seeds = [int(s) for s in args.report_seeds.split(",")]
