@@ -75,6 +75,46 @@ def steps_to_reach(steps: Sequence[int], accs: Sequence[float], target: float) -
     return None
 
 
+def curve_key(init: str, ghn_key: str, space: str, build_kwargs: dict[str, Any], arch: str, length: dict[str, Any],
+              eval_every: int, seed: int, train_kwargs: dict[str, Any], bn_mode: str, calib_batches: int,
+              n_train: int, n_val: int) -> list:
+    """Cache key of one fine-tuning curve. Random-init curves carry no GHN key: they do not
+    depend on the GHN, so a new GHN reuses them."""
+    return ["warm", init, ghn_key if init == "ghn" else "", space, build_kwargs, arch, length,
+            eval_every, seed, train_kwargs, bn_mode, calib_batches, n_train, n_val]
+
+
+def seed_random_curves(report: dict, cache: Any, *, spaces: Sequence[str], sizes: dict[str, dict[str, Any]],
+                       settings: dict[str, Any], calib_batches: int = 4) -> int:
+    """Put the random-initialisation curves of an earlier report into ``cache``.
+
+    Only when the report ran with the same settings (``settings``: the keys of the report's
+    ``settings`` that decide a curve) and sizes, so each reused curve is the one this run
+    would train (training is deterministic for a seed). Returns the number of curves put.
+    """
+    old = report["settings"]
+    diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+    if diff:
+        raise SystemExit(f"--reuse-random: the report ran with other settings (report, now): {diff}")
+    length = {"steps": old["steps"]} if old.get("epochs") is None else {"epochs": old["epochs"]}
+    tk = {"batch_size": old["batch_size"], "lr": old["lr"]}
+    put = 0
+    for space in spaces:
+        res = report["results"].get(space)
+        if res is None:
+            continue
+        if res["build_kwargs"] != sizes[space]:
+            raise SystemExit(f"--reuse-random: the report's {space} size is {res['build_kwargs']}, "
+                             f"not {sizes[space]}")
+        for rec in res["archs"]:
+            key = curve_key("random", "", space, sizes[space], rec["arch"], length, old["eval_every"], old["seed"],
+                            tk, old["bn_mode"], calib_batches, old["train_images"], old["val_images"])
+            if key not in cache:
+                cache.put(key, {"curve": rec["curves"]["random"], "params": rec["params"]})
+                put += 1
+    return put
+
+
 def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_data, *, steps: int | None = None,
                   eval_every: int, build_kwargs: dict[str, Any], seed: int = 0,
                   train_kwargs: dict[str, Any] | None = None, bn_mode: str = "eval",
@@ -97,8 +137,8 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
     for arch in archs:
         rec: dict[str, Any] = {"arch": sp.validate(arch), "curves": {}}
         for init in ("random", "ghn"):
-            key = ["warm", init, ghn_key if init == "ghn" else "", space, build_kwargs, rec["arch"], length,
-                   eval_every, seed, tk, bn_mode, calib_batches, len(train_data), len(val_data)]
+            key = curve_key(init, ghn_key, space, build_kwargs, rec["arch"], length, eval_every, seed, tk, bn_mode,
+                            calib_batches, len(train_data), len(val_data))
             hit = cache.get(key) if cache is not None else None
             if hit is not None:
                 rec["curves"][init], rec["params"] = hit["curve"], hit["params"]
@@ -223,13 +263,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def load_data(data: str, root: str | None, val_images: int, train_images: int | None, device: str,
               eval_split: str = "test"):
     """Training images (the ``train`` split, optionally a seeded subset) and ``val_images``
@@ -250,8 +283,14 @@ DEFAULT_GHN = {"nb201": "ghnas-nb201-cifar10", "darts": "ghnas-darts-cifar10"}
 STANDARD_SIZES = {"nb201": "C=16,N=5", "darts": "C=16,layers=8"}
 
 
+def parse_size(text: str) -> dict[str, int]:
+    """``'C=16,layers=8'`` -> ``{'C': 16, 'layers': 8}``."""
+    return {k: int(v) for k, v in (kv.split("=") for kv in text.split(","))}
+
+
 def main(argv: list[str] | None = None) -> int:
-    from _ghnbench import CACHE_ROOT, JsonlCache, file_digest, never_trained, resolve_ghn_source
+    from _ghnbench import (CACHE_ROOT, JsonlCache, file_digest, never_trained, repo_relative, resolve_ghn_source,
+                           write_atomic)
 
     from ghnas.metatrain import MetaTrainConfig, _ArchPool
 
@@ -284,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="train only the K-th (0-based) of the --n-archs architectures into the cache and "
                          "write no report: one process per architecture, then the same command without "
                          "--only-arch reads them all from the cache and writes the report")
+    ap.add_argument("--reuse-random", type=Path, default=None, metavar="REPORT.json",
+                    help="take the random-initialisation curves from an earlier report (<name>.json) with the "
+                         "same settings instead of training them again (they do not depend on the GHN)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 1 arch, 6 steps on 512 images, 200 test images, small sizes")
     args = ap.parse_args(argv)
@@ -302,6 +344,16 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     cache = JsonlCache(args.cache)
     epochs = None if args.steps else args.epochs
+    if args.reuse_random is not None:
+        report = json.loads(args.reuse_random.read_text())
+        decide = dict(seed=args.seed, epochs=epochs, eval_every=args.eval_every, batch_size=args.batch_size,
+                      lr=args.lr, bn_mode=args.bn_mode, val_images=len(val_data), eval_split=args.eval_split,
+                      train_images=len(train_data), data=args.data)
+        if epochs is None:
+            decide["steps"] = args.steps
+        n = seed_random_curves(report, cache, spaces=spaces, settings=decide,
+                               sizes={sp: parse_size(sizes[sp]) for sp in spaces})
+        print(f"reused {n} random-initialisation curve(s) from {args.reuse_random}", flush=True)
     results: dict[str, Any] = {}
     for space in spaces:
         ghn = (args.ghn_darts if space == "darts" and args.ghn_darts else args.ghn) or DEFAULT_GHN[space]
@@ -314,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             if not 0 <= args.only_arch < len(archs):
                 raise SystemExit(f"--only-arch {args.only_arch}: there are {len(archs)} architectures (0-based)")
             archs = archs[args.only_arch:args.only_arch + 1]
-        bk = {k: int(v) for k, v in (kv.split("=") for kv in sizes[space].split(","))}
+        bk = parse_size(sizes[space])
         recs = compare_inits(space, archs, str(src.path), train_data, val_data, steps=args.steps, epochs=epochs,
                              eval_every=args.eval_every, build_kwargs=bk, seed=args.seed,
                              train_kwargs={"batch_size": args.batch_size, "lr": args.lr},
@@ -337,11 +389,15 @@ def main(argv: list[str] | None = None) -> int:
                 threads=torch.get_num_threads(), torch=torch.__version__,
                 machine=f"{platform.machine()}, {os.cpu_count()} CPU cores",
                 command="python benchmarks/bench_warm_start.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                seconds=time.time() - t0)
+                seconds=time.time() - t0,
+                random_curves_from=repo_relative(str(args.reuse_random.resolve())) if args.reuse_random else None)
     args.out.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out / f"{args.name}.json", json.dumps({"settings": meta, "results": results}, indent=1,
                                                             default=lambda o: None if isinstance(o, float) and not math.isfinite(o) else str(o)))
-    write_atomic(args.out / f"{args.name}.md", markdown(results, meta) + f"\nCommand: `{meta['command']}`\n")
+    reused = (f"\nRandom-initialisation curves reused from `{meta['random_curves_from']}` (same architectures, "
+              "seed and settings; they do not depend on the GHN).\n" if args.reuse_random else "")
+    write_atomic(args.out / f"{args.name}.md",
+                 markdown(results, meta) + f"\nCommand: `{meta['command']}`\n" + reused)
     plot(results, args.out / f"{args.name}.png")
     print(f"wrote {args.out / (args.name + '.json')}, .md and .png", flush=True)
     return 0

@@ -204,3 +204,32 @@ def test_bench_core_on_tiny_settings(ghn, tmp_path):
     mod.plot(results, tmp_path / "w.png")
     assert (tmp_path / "w.png").stat().st_size > 1000
     json.dumps(results)
+
+
+def test_random_curves_of_an_earlier_report_are_reused_and_not_retrained(ghn, tmp_path, monkeypatch):
+    mod = _bench_module()
+    from _ghnbench import JsonlCache
+
+    sp = search_spaces.get("nb201")
+    archs = sp.sample_many(1, seed=0, unique=True)
+    kw = dict(steps=4, eval_every=2, build_kwargs={"C": 4, "N": 1}, train_kwargs={"batch_size": 16, "lr": 0.025})
+    train_data, val_data = images(48, 0), images(20, 1)
+    recs = mod.compare_inits("nb201", archs, ghn, train_data, val_data, **kw)
+    settings = dict(seed=0, epochs=None, steps=4, eval_every=2, batch_size=16, lr=0.025, bn_mode="eval",
+                    val_images=20, eval_split="test", train_images=48, data="cifar10")
+    report = {"settings": settings, "results": {"nb201": {"build_kwargs": {"C": 4, "N": 1}, "archs": recs}}}
+    cache = JsonlCache(tmp_path / "c.jsonl")
+    assert mod.seed_random_curves(report, cache, spaces=["nb201"], sizes={"nb201": {"C": 4, "N": 1}},
+                                  settings=settings) == 1
+    trained = []
+    real_train = mod.train
+    monkeypatch.setattr(mod, "train", lambda model, *a, **k: trained.append(1) or real_train(model, *a, **k))
+    again = mod.compare_inits("nb201", archs, ghn, train_data, val_data, cache=cache, ghn_key="g", **kw)
+    assert len(trained) == 1  # the GHN start only
+    assert again[0]["curves"]["random"] == recs[0]["curves"]["random"]
+    with pytest.raises(SystemExit, match="other settings.*lr"):
+        mod.seed_random_curves(report, cache, spaces=["nb201"], sizes={"nb201": {"C": 4, "N": 1}},
+                               settings={**settings, "lr": 0.1})
+    with pytest.raises(SystemExit, match="size"):
+        mod.seed_random_curves(report, cache, spaces=["nb201"], sizes={"nb201": {"C": 8, "N": 1}},
+                               settings=settings)
