@@ -158,7 +158,7 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
             rec["params"] = sum(p.numel() for p in model.parameters())
             t0 = time.perf_counter()
             res = train(model, train_data, seed=seed, device=device, eval_data=val_data,
-                        eval_every=eval_every, eval_bn_mode=bn_mode, progress=False, **length, **tk)
+                        eval_every=eval_every, eval_bn_mode=bn_mode, progress=progress, **length, **tk)
             xs, acc = res.series("eval_accuracy")
             _, loss = res.series("eval_loss")
             rec["curves"][init] = {"steps": xs, "acc": [100 * a for a in acc], "loss": loss,
