@@ -580,6 +580,9 @@ def test_logrank_ensemble_by_name():
     assert t.scores == pytest.approx(log_rank_aggregate([t.members["params"], t.members["flops"]], [True, True]))
     with pytest.raises(ValueError, match="unknown proxy"):
         get_proxy("logrank:params,nope")
+    # what a comma-separated list (--proxies zero-shot,logrank:meco,params) leaves of an ensemble
+    with pytest.raises(ValueError, match=r"names 1 member.*'logrank:meco\+b'"):
+        get_proxy("logrank:meco")
 
 
 def test_ensemble_members_score_on_their_own_batch_size(tmp_path):

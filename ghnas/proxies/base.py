@@ -241,8 +241,15 @@ def _made_by_name(name: str, key: str, kwargs: dict[str, Any]) -> Proxy:
 
     for method, prefix in PREFIXES.items():
         if key.startswith(prefix):  # members split by ',' or '+' ('+' fits comma-separated lists)
-            members = key[len(prefix):].replace("+", ",").split(",")
-            return Ensemble([m.strip() for m in members], method=method, **kwargs)
+            members = [m.strip() for m in key[len(prefix):].replace("+", ",").split(",")]
+            if len(members) < 2:
+                from ..errors import InputError
+
+                # most often a comma-separated list (--proxies a,logrank:b,c) that split an ensemble
+                raise InputError(f"ensemble {name!r} names {len(members)} member; an aggregate needs two or "
+                                 f"more (in a comma-separated list, join its members with '+': "
+                                 f"'{prefix}{members[0] or 'a'}+b')")
+            return Ensemble(members, method=method, **kwargs)
     if "+" in key:
         return Ensemble([m.strip() for m in key.split("+")], **kwargs)
     if key not in _REGISTRY and key in _LAZY:
@@ -255,7 +262,7 @@ def _made_by_name(name: str, key: str, kwargs: dict[str, Any]) -> Proxy:
         from ..errors import InputError
 
         raise InputError(f"unknown proxy {name!r}; valid proxies: {', '.join(available_proxies())} "
-                         "(or an ensemble such as 'vote:synflow,params' or 'logrank:meco,params')")
+                         "(or an ensemble such as 'synflow+params' or 'logrank:meco+params')")
     return _REGISTRY[key](**kwargs)
 
 
