@@ -39,6 +39,9 @@ Usage::
     # on CPU cores, one process per architecture, then the report from the cache
     for k in 0 1 2; do python benchmarks/bench_warm_start.py --spaces darts --n-archs 3 --only-arch $k & done; wait
     python benchmarks/bench_warm_start.py --spaces darts --n-archs 3
+    # a new GHN, same architectures and settings: reuse the random-init curves of a report
+    python benchmarks/bench_warm_start.py --spaces darts --n-archs 3 --name new \
+        --reuse-random benchmarks/results/warm_start/warm_start_darts_std.json
 """
 from __future__ import annotations
 
