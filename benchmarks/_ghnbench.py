@@ -242,6 +242,11 @@ class JsonlCache:
             f.write("\n" + json.dumps({"k": k, "v": value}) + "\n")  # leading newline: after a torn line
 
 
+def parse_build(text: str) -> dict[str, int]:
+    """A network size as the benchmarks' flags write it: ``'C=16,layers=8'`` -> ``{'C': 16, 'layers': 8}``."""
+    return {k: int(v) for k, v in (kv.split("=") for kv in text.split(","))}
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Benchmark result files are written through ghnas's own atomic writer."""
     from ghnas._io import atomic_write_text

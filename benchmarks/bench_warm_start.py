@@ -78,6 +78,10 @@ def steps_to_reach(steps: Sequence[int], accs: Sequence[float], target: float) -
     return None
 
 
+#: batches of training images that set a network's batch-norm statistics before fine-tuning
+CALIB_BATCHES = 4
+
+
 def curve_key(init: str, ghn_key: str, space: str, build_kwargs: dict[str, Any], arch: str, length: dict[str, Any],
               eval_every: int, seed: int, train_kwargs: dict[str, Any], bn_mode: str, calib_batches: int,
               n_train: int, n_val: int) -> list:
@@ -88,7 +92,7 @@ def curve_key(init: str, ghn_key: str, space: str, build_kwargs: dict[str, Any],
 
 
 def seed_random_curves(report: dict, cache: Any, *, spaces: Sequence[str], sizes: dict[str, dict[str, Any]],
-                       settings: dict[str, Any], calib_batches: int = 4) -> int:
+                       settings: dict[str, Any], calib_batches: int = CALIB_BATCHES) -> int:
     """Put the random-initialisation curves of an earlier report into ``cache``.
 
     Only when the report ran with the same settings (``settings``: the keys of the report's
@@ -121,7 +125,7 @@ def seed_random_curves(report: dict, cache: Any, *, spaces: Sequence[str], sizes
 def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_data, *, steps: int | None = None,
                   eval_every: int, build_kwargs: dict[str, Any], seed: int = 0,
                   train_kwargs: dict[str, Any] | None = None, bn_mode: str = "eval",
-                  calib_batches: int = 4, device: str = "cpu", progress: bool = False,
+                  calib_batches: int = CALIB_BATCHES, device: str = "cpu", progress: bool = False,
                   epochs: float | None = None, cache: Any = None, ghn_key: str = "") -> list[dict]:
     """Train each architecture from random and from GHN init; return one record per architecture.
 
@@ -286,14 +290,9 @@ DEFAULT_GHN = {"nb201": "ghnas-nb201-cifar10", "darts": "ghnas-darts-cifar10"}
 STANDARD_SIZES = {"nb201": "C=16,N=5", "darts": "C=16,layers=8"}
 
 
-def parse_size(text: str) -> dict[str, int]:
-    """``'C=16,layers=8'`` -> ``{'C': 16, 'layers': 8}``."""
-    return {k: int(v) for k, v in (kv.split("=") for kv in text.split(","))}
-
-
 def main(argv: list[str] | None = None) -> int:
-    from _ghnbench import (CACHE_ROOT, JsonlCache, file_digest, never_trained, repo_relative, resolve_ghn_source,
-                           write_atomic)
+    from _ghnbench import (CACHE_ROOT, JsonlCache, file_digest, never_trained, parse_build, repo_relative,
+                           resolve_ghn_source, write_atomic)
 
     from ghnas.metatrain import MetaTrainConfig, _ArchPool
 
@@ -347,15 +346,15 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     cache = JsonlCache(args.cache)
     epochs = None if args.steps else args.epochs
+    # the settings that decide a curve: checked against a reused report, and recorded in ours
+    curve_settings = dict(seed=args.seed, epochs=epochs, eval_every=args.eval_every, batch_size=args.batch_size,
+                          lr=args.lr, bn_mode=args.bn_mode, val_images=len(val_data), eval_split=args.eval_split,
+                          train_images=len(train_data), data=args.data)
     if args.reuse_random is not None:
         report = json.loads(args.reuse_random.read_text())
-        decide = dict(seed=args.seed, epochs=epochs, eval_every=args.eval_every, batch_size=args.batch_size,
-                      lr=args.lr, bn_mode=args.bn_mode, val_images=len(val_data), eval_split=args.eval_split,
-                      train_images=len(train_data), data=args.data)
-        if epochs is None:
-            decide["steps"] = args.steps
+        decide = dict(curve_settings, **({"steps": args.steps} if epochs is None else {}))
         n = seed_random_curves(report, cache, spaces=spaces, settings=decide,
-                               sizes={sp: parse_size(sizes[sp]) for sp in spaces})
+                               sizes={sp: parse_build(sizes[sp]) for sp in spaces})
         print(f"reused {n} random-initialisation curve(s) from {args.reuse_random}", flush=True)
     results: dict[str, Any] = {}
     for space in spaces:
@@ -369,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             if not 0 <= args.only_arch < len(archs):
                 raise SystemExit(f"--only-arch {args.only_arch}: there are {len(archs)} architectures (0-based)")
             archs = archs[args.only_arch:args.only_arch + 1]
-        bk = parse_size(sizes[space])
+        bk = parse_build(sizes[space])
         recs = compare_inits(space, archs, str(src.path), train_data, val_data, steps=args.steps, epochs=epochs,
                              eval_every=args.eval_every, build_kwargs=bk, seed=args.seed,
                              train_kwargs={"batch_size": args.batch_size, "lr": args.lr},
@@ -386,9 +385,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         return 0
     last = next(iter(results.values()))["summary"]["steps"][-1] if results else 0
-    meta = dict(n_archs=args.n_archs, seed=args.seed, steps=last, epochs=epochs, eval_every=args.eval_every,
-                batch_size=args.batch_size, lr=args.lr, bn_mode=args.bn_mode, val_images=len(val_data),
-                eval_split=args.eval_split, train_images=len(train_data), data=args.data, device=args.device,
+    meta = dict(n_archs=args.n_archs, steps=last, **curve_settings, device=args.device,
                 threads=torch.get_num_threads(), torch=torch.__version__,
                 machine=f"{platform.machine()}, {os.cpu_count()} CPU cores",
                 command="python benchmarks/bench_warm_start.py " + " ".join(sys.argv[1:] if argv is None else argv),

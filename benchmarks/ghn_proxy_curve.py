@@ -53,7 +53,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _ghnbench import (CACHE_ROOT, DEV_SETS, REPO, JsonlCache, dev_half, discover_snapshots, file_digest,  # noqa: E402
-                       machine, mean_std, write_atomic, command_line, repo_relative)
+                       machine, mean_std, parse_build, write_atomic, command_line, repo_relative)
 
 import search_spaces  # noqa: E402
 from ghnas.correlation import kendall_tau, spearman_rho  # noqa: E402
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     space = search_spaces.get(cfg["space"])
     build = dict(PROXY_BUILD_KWARGS.get(space.name, {}))
     if args.size:
-        build = {k: int(v) for k, v in (kv.split("=") for kv in args.size.split(","))}
+        build = parse_build(args.size)
     images = sorted(int(v) for v in args.images.split(","))
     seeds = [int(s) for s in args.seeds.split(",")]
     ks = [int(k) for k in args.ckpt_k.split(",") if k]
