@@ -244,7 +244,12 @@ class JsonlCache:
 
 def parse_build(text: str) -> dict[str, int]:
     """A network size as the benchmarks' flags write it: ``'C=16,layers=8'`` -> ``{'C': 16, 'layers': 8}``."""
-    return {k: int(v) for k, v in (kv.split("=") for kv in text.split(","))}
+    from ghnas._util import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def write_atomic(path: Path, text: str) -> None:

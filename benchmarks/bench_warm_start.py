@@ -126,7 +126,8 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
                   eval_every: int, build_kwargs: dict[str, Any], seed: int = 0,
                   train_kwargs: dict[str, Any] | None = None, bn_mode: str = "eval",
                   calib_batches: int = CALIB_BATCHES, device: str = "cpu", progress: bool = False,
-                  epochs: float | None = None, cache: Any = None, ghn_key: str = "") -> list[dict]:
+                  epochs: float | None = None, cache: Any = None, ghn_key: str = "",
+                  match_norms: bool = True) -> list[dict]:
     """Train each architecture from random and from GHN init; return one record per architecture.
 
     Give ``steps`` or ``epochs``. Each record: ``arch``, ``params``, ``curves``
@@ -134,7 +135,10 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
     (random-init steps to reach the GHN curve at each of its points) and ``final_gap``
     (final GHN minus final random accuracy). With ``cache`` (a ``JsonlCache``), each
     curve is stored under its settings (GHN curves also under ``ghn_key``, the weights).
+    ``match_norms`` is :func:`ghnas.warm_start`'s option of that name.
     """
+    if match_norms:  # curves cached before the option existed kept the predicted norms
+        ghn_key += ":match-norms"
     sp = search_spaces.get(space)
     net = resolve_ghn_arg(ghn, device)
     tk = dict(batch_size=64, lr=0.025)
@@ -156,7 +160,7 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
             model = model.to(device)
             if init == "ghn":
                 warm_start(model, net, data=train_data if bn_mode == "eval" else None,
-                           calib_batches=calib_batches, seed=seed)
+                           calib_batches=calib_batches, seed=seed, match_norms=match_norms)
             else:
                 reset_batchnorm(model)
                 if bn_mode == "eval":
@@ -213,7 +217,8 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = ["# GHN warm start vs random initialisation", "",
              f"{meta['n_archs']} architectures per space never trained on by the GHN (seed {meta['seed']}), "
              f"{length} on {meta.get('train_images', 'all')} training images "
-             f"(batch {meta['batch_size']}, lr {meta['lr']}, cosine), {what} (BN: {meta['bn_mode']}); "
+             f"(batch {meta['batch_size']}, lr {meta['lr']}, cosine), {what} (BN: {meta['bn_mode']}); GHN start "
+             f"{'with weights feeding batch norm rescaled to their initial norms' if meta.get('match_norms') else 'with the predicted weight norms'}; "
              f"{meta['device']}, {meta['machine']}.", ""]
     for space, res in results.items():
         s = res["summary"]
@@ -328,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-random", type=Path, default=None, metavar="REPORT.json",
                     help="take the random-initialisation curves from an earlier report (<name>.json) with the "
                          "same settings instead of training them again (they do not depend on the GHN)")
+    ap.add_argument("--no-match-norms", dest="match_norms", action="store_false",
+                    help="warm-start with the GHN's predicted weight norms instead of rescaling the weights that "
+                         "feed batch norm to their initial norms (ghnas.warm_start(match_norms=False))")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 1 arch, 6 steps on 512 images, 200 test images, small sizes")
     args = ap.parse_args(argv)
@@ -373,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                              eval_every=args.eval_every, build_kwargs=bk, seed=args.seed,
                              train_kwargs={"batch_size": args.batch_size, "lr": args.lr},
                              bn_mode=args.bn_mode, device=args.device, progress=True, cache=cache,
-                             ghn_key=file_digest(src.path))
+                             ghn_key=file_digest(src.path), match_norms=args.match_norms)
         results[space] = {"ghn": src.label, "ghn_steps": src.step, "build_kwargs": bk, "arch_sources": found,
                           "eval_split": args.eval_split, "archs": recs, "summary": summarise(recs)}
         s = results[space]["summary"]
@@ -385,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         return 0
     last = next(iter(results.values()))["summary"]["steps"][-1] if results else 0
-    meta = dict(n_archs=args.n_archs, steps=last, **curve_settings, device=args.device,
+    meta = dict(n_archs=args.n_archs, steps=last, **curve_settings, match_norms=args.match_norms, device=args.device,
                 threads=torch.get_num_threads(), torch=torch.__version__,
                 machine=f"{platform.machine()}, {os.cpu_count()} CPU cores",
                 command="python benchmarks/bench_warm_start.py " + " ".join(sys.argv[1:] if argv is None else argv),

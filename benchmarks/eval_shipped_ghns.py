@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _ghnbench import (CACHE_ROOT, REPO, JsonlCache, file_digest, machine, never_trained,  # noqa: E402
+from _ghnbench import (CACHE_ROOT, REPO, JsonlCache, file_digest, machine, never_trained, parse_build,  # noqa: E402
                        resolve_ghn_source, write_atomic, command_line, repo_relative)
 
 import ghnas.data  # noqa: E402
@@ -59,12 +59,7 @@ def parse_sizes(spec: str) -> list[dict[str, Any]]:
     out = []
     for part in filter(None, (p.strip() for p in spec.split(";"))):
         kv, _, cap = part.partition("@")
-        build = {}
-        for item in kv.split(","):
-            k, eq, v = item.partition("=")
-            if not eq or not v.strip().isdigit():
-                raise SystemExit(f"cannot read size {part!r}: expected KEY=INT pairs, e.g. C=16,N=5@5x200")
-            build[k.strip()] = int(v)
+        build = parse_build(kv)
         archs = images = None
         if cap:
             a, x, i = cap.partition("x")

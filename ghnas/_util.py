@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-__all__ = ["cache_root", "default_device", "model_device", "cpu_threads", "first_tensor", "jsonable", "json_key", "degenerate_reason"]
+__all__ = ["cache_root", "default_device", "model_device", "cpu_threads", "first_tensor", "jsonable", "json_key", "degenerate_reason",
+           "parse_size"]
 
 
 def cache_root() -> Path:
@@ -139,3 +140,22 @@ def degenerate_reason(scores: Sequence[float]) -> str | None:
         return (f"all {len(finite)} finite scores are equal ({finite[0]:.6g}): the proxy did not "
                 "tell the architectures apart")
     return None
+
+
+def parse_size(text: str, what: str = "size") -> dict[str, int]:
+    """A network size written as ``KEY=INT`` pairs: ``'C=16,layers=8'`` -> ``{'C': 16, 'layers': 8}``.
+
+    The one reader of that notation (meta-training's size specs and the benchmarks' flags);
+    ``ValueError`` naming ``what`` for anything else.
+    """
+    out: dict[str, int] = {}
+    for item in text.split(","):
+        k, eq, v = item.strip().partition("=")
+        if not eq or not k.strip().isidentifier():
+            raise ValueError(f"{what}: cannot read {item.strip()!r} in {text.strip()!r}; expected KEY=INT "
+                             "pairs, e.g. 'C=16,N=5'")
+        try:
+            out[k.strip()] = int(v)
+        except ValueError:
+            raise ValueError(f"{what}: {k.strip()}={v.strip()!r} is not an integer") from None
+    return out

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghnas._io import atomic_savefig, atomic_torch_save, atomic_write_text
+from ghnas._util import parse_size
 from ghnas.errors import InputError
 
 STATE_FILE = "state.pt"
@@ -86,17 +87,7 @@ def _parse_size_spec(spec: str, what: str) -> list[dict[str, Any]]:
         if not part:
             continue
         kv, _, weight = part.partition("@")
-        build: dict[str, Any] = {}
-        for item in kv.split(","):
-            k, eq, v = item.strip().partition("=")
-            if not eq or not k.strip().isidentifier():
-                raise ValueError(f"{what}: cannot read {item.strip()!r} in {part!r}; expected KEY=VALUE "
-                                 "pairs, e.g. 'C=8,N=1@4;C=16,N=5'")
-            try:
-                build[k.strip()] = int(v)
-            except ValueError:
-                raise ValueError(f"{what}: {k.strip()}={v.strip()!r} is not an integer") from None
-        entry: dict[str, Any] = {"build": build}
+        entry: dict[str, Any] = {"build": parse_size(kv, what)}
         if weight:
             try:
                 entry["weight"] = float(weight)

@@ -13,7 +13,7 @@ import search_spaces
 from ghnas.data import ImageData
 from ghnas.ghn import GHN2, save_ghn
 from ghnas.graph import extract
-from ghnas.warm import calibrate_batchnorm, reset_batchnorm, warm_start
+from ghnas.warm import calibrate_batchnorm, match_init_norms, reset_batchnorm, warm_start
 
 pytestmark = pytest.mark.filterwarnings("ignore:the GHN's shape encoding has no entry", "ignore:.*not used by the forward")
 
@@ -49,7 +49,7 @@ def bns(model):
 @pytest.mark.parametrize("arch", [LIVE, DEAD])
 def test_parameters_equal_the_ghn_prediction(ghn, arch):
     init = {k: v.clone() for k, v in build(arch).named_parameters()}
-    model = warm_start(build(arch), ghn)
+    model = warm_start(build(arch), ghn, match_norms=False)
     pred = ghn.predict([extract(build(arch))])[0]
     params = dict(model.named_parameters())
     assert pred, "nothing predicted"
@@ -59,6 +59,65 @@ def test_parameters_equal_the_ghn_prediction(ghn, arch):
     assert bool(dead) == (arch == DEAD)
     for k in dead:  # unused by the forward pass: left at their initial values
         torch.testing.assert_close(params[k].detach(), init[k])
+
+
+def _batch_stat_logits(model, x):
+    model.eval()
+    for m in bns(model):
+        m.train()
+    with torch.no_grad():
+        return model(x)
+
+
+def test_matched_norms_keep_the_function_and_restore_the_initial_norms(ghn):
+    init = {k: float(v.norm()) for k, v in build().named_parameters()}
+    plain = warm_start(build(), ghn, match_norms=False)
+    matched = warm_start(build(), ghn)
+    pp, pm = dict(plain.named_parameters()), dict(matched.named_parameters())
+    rescaled = [k for k in pp if not torch.equal(pp[k], pm[k])]
+    # the cells' convolutions all feed batch norm; the classifier and 1-d parameters do not
+    assert rescaled and all(pp[k].dim() == 4 for k in rescaled)
+    assert "classifier.weight" not in rescaled and any(k.startswith("cells.") for k in rescaled)
+    for k in rescaled:
+        assert float(pm[k].norm()) == pytest.approx(init[k], rel=1e-5)
+        cos = torch.nn.functional.cosine_similarity(pp[k].flatten(), pm[k].flatten(), dim=0)
+        assert float(cos) == pytest.approx(1.0, abs=1e-5)  # same direction: a positive rescaling
+    assert matched.training  # modes were restored after the probing forward passes
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(_batch_stat_logits(matched, x), _batch_stat_logits(plain, x), rtol=5e-3, atol=5e-3)
+
+
+class _Residual(nn.Module):
+    """x + conv_a(x) with no batch norm on the branch, then conv_b -> BN -> classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+        self.conv_b = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        h = self.bn(self.conv_b(x + self.conv_a(x))).relu()
+        return self.fc(h.mean((2, 3)))
+
+
+def test_only_weights_the_output_does_not_depend_on_are_rescaled():
+    torch.manual_seed(0)
+    net = _Residual()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(5.0)  # "predicted": five times the initial norms
+    before = {k: v.detach().clone() for k, v in net.named_parameters()}
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
+    target = {k: float(v.norm()) / 5.0 for k, v in before.items()}
+    done = match_init_norms(net, target)
+    assert done == ["conv_b.weight"]  # conv_a feeds a residual sum, fc is the classifier
+    assert float(net.conv_b.weight.norm()) == pytest.approx(target["conv_b.weight"], rel=1e-5)
+    for k in ("conv_a.weight", "fc.weight", "bn.weight"):
+        assert torch.equal(dict(net.named_parameters())[k], before[k])
+    for k, v in net.named_buffers():  # probing passes left the running statistics alone
+        assert torch.equal(v, buffers[k])
 
 
 def test_model_is_left_trainable(ghn):
