@@ -119,9 +119,10 @@ def match_init_norms(model: nn.Module, init_norms: dict[str, float], *,
     A weight (every parameter of two or more dimensions named in ``init_norms``) is
     rescaled only if the logits on a fixed random batch (batch norm on batch statistics)
     move by at most ``rtol`` of their norm; otherwise (a classifier, a convolution feeding
-    a residual sum without batch norm) it is left as it is. That costs one forward pass of
-    a batch of two ``input_shape`` images per weight. Batch-norm buffers and the modules'
-    train/eval flags are restored.
+    a residual sum without batch norm) it is left as it is. Weights are tested in groups,
+    halved where the output moves, so this costs a few dozen forward passes of a batch of
+    two ``input_shape`` images. Batch-norm buffers and the modules' train/eval flags are
+    restored.
     """
     from .train import _logits
 
@@ -144,14 +145,24 @@ def match_init_norms(model: nn.Module, init_norms: dict[str, float], *,
                 m.train()
         y0 = _logits(model(x))[0]
         tol = rtol * float(y0.norm()) + 1e-12
-        for name in todo:
-            p = params[name]
-            old = p.detach().clone()
-            p.mul_(init_norms[name] / float(p.norm()))
+        factor = {n: init_norms[n] / float(params[n].norm()) for n in todo}
+
+        def rescale(names: list[str]) -> None:
+            # group testing: rescale a whole group and keep it if the output stays put, else
+            # split it; the few weights that matter to the output cost O(log n) passes each
+            olds = [params[n].detach().clone() for n in names]
+            for n in names:
+                params[n].mul_(factor[n])
             if float((_logits(model(x))[0] - y0).norm()) <= tol:
-                done.append(name)
-            else:
-                p.copy_(old)
+                done.extend(names)
+                return
+            for n, old in zip(names, olds):
+                params[n].copy_(old)
+            if len(names) > 1:
+                rescale(names[:len(names) // 2])
+                rescale(names[len(names) // 2:])
+
+        rescale(todo)
     finally:
         named = dict(model.named_buffers())
         for k, b in buffers.items():
