@@ -127,7 +127,8 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
                   train_kwargs: dict[str, Any] | None = None, bn_mode: str = "eval",
                   calib_batches: int = CALIB_BATCHES, device: str = "cpu", progress: bool = False,
                   epochs: float | None = None, cache: Any = None, ghn_key: str = "",
-                  match_norms: bool = True) -> list[dict]:
+                  match_norms: bool = True, inits: Sequence[str] = ("random", "ghn"),
+                  ghn_warmup: int = 0) -> list[dict]:
     """Train each architecture from random and from GHN init; return one record per architecture.
 
     Give ``steps`` or ``epochs``. Each record: ``arch``, ``params``, ``curves``
@@ -135,7 +136,10 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
     (random-init steps to reach the GHN curve at each of its points) and ``final_gap``
     (final GHN minus final random accuracy). With ``cache`` (a ``JsonlCache``), each
     curve is stored under its settings (GHN curves also under ``ghn_key``, the weights).
-    ``match_norms`` is :func:`ghnas.warm_start`'s option of that name.
+    ``match_norms`` is :func:`ghnas.warm_start`'s option of that name. ``inits=('ghn',)``
+    trains (or reads) only the GHN curves: records then carry no comparison.
+    ``ghn_warmup``: linear learning-rate warm-up steps for the GHN start only (random
+    initialisation keeps the plain recipe, so its curves stay reusable).
     """
     if match_norms:  # curves cached before the option existed kept the predicted norms
         ghn_key += ":match-norms"
@@ -147,9 +151,10 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
     out = []
     for arch in archs:
         rec: dict[str, Any] = {"arch": sp.validate(arch), "curves": {}}
-        for init in ("random", "ghn"):
-            key = curve_key(init, ghn_key, space, build_kwargs, rec["arch"], length, eval_every, seed, tk, bn_mode,
-                            calib_batches, len(train_data), len(val_data))
+        for init in inits:
+            run_kw = dict(tk, warmup_steps=ghn_warmup) if init == "ghn" and ghn_warmup else tk
+            key = curve_key(init, ghn_key, space, build_kwargs, rec["arch"], length, eval_every, seed, run_kw,
+                            bn_mode, calib_batches, len(train_data), len(val_data))
             hit = cache.get(key) if cache is not None else None
             if hit is not None:
                 rec["curves"][init], rec["params"] = hit["curve"], hit["params"]
@@ -169,13 +174,16 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
             rec["params"] = sum(p.numel() for p in model.parameters())
             t0 = time.perf_counter()
             res = train(model, train_data, seed=seed, device=device, eval_data=val_data,
-                        eval_every=eval_every, eval_bn_mode=bn_mode, progress=progress, **length, **tk)
+                        eval_every=eval_every, eval_bn_mode=bn_mode, progress=progress, **length, **run_kw)
             xs, acc = res.series("eval_accuracy")
             _, loss = res.series("eval_loss")
             rec["curves"][init] = {"steps": xs, "acc": [100 * a for a in acc], "loss": loss,
                                    "seconds": time.perf_counter() - t0, "diverged": res.diverged}
             if cache is not None:
                 cache.put(key, {"curve": rec["curves"][init], "params": rec["params"]})
+        if set(inits) != {"random", "ghn"}:
+            out.append(rec)
+            continue
         g, r = rec["curves"]["ghn"], rec["curves"]["random"]
         rec["steps_to_match"] = {str(s): steps_to_reach(r["steps"], r["acc"], a)
                                  for s, a in zip(g["steps"], g["acc"])}
@@ -218,7 +226,8 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
              f"{meta['n_archs']} architectures per space never trained on by the GHN (seed {meta['seed']}), "
              f"{length} on {meta.get('train_images', 'all')} training images "
              f"(batch {meta['batch_size']}, lr {meta['lr']}, cosine), {what} (BN: {meta['bn_mode']}); GHN start "
-             f"{'with weights feeding batch norm rescaled to their initial norms' if meta.get('match_norms') else 'with the predicted weight norms'}; "
+             f"{'with weights feeding batch norm rescaled to their initial norms' if meta.get('match_norms') else 'with the predicted weight norms'}"
+             f"{', lr warm-up over %d steps' % meta['ghn_warmup'] if meta.get('ghn_warmup') else ''}; "
              f"{meta['device']}, {meta['machine']}.", ""]
     for space, res in results.items():
         s = res["summary"]
@@ -336,6 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-match-norms", dest="match_norms", action="store_false",
                     help="warm-start with the GHN's predicted weight norms instead of rescaling the weights that "
                          "feed batch norm to their initial norms (ghnas.warm_start(match_norms=False))")
+    ap.add_argument("--ghn-warmup", type=int, default=0, metavar="STEPS",
+                    help="linear learning-rate warm-up over the first STEPS steps, for the GHN start only")
+    ap.add_argument("--ghn-only", action="store_true",
+                    help="with --only-arch: train only the GHN start's curve (when random-initialisation curves "
+                         "are not needed, e.g. comparing two warm-start settings)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 1 arch, 6 steps on 512 images, 200 test images, small sizes")
     args = ap.parse_args(argv)
@@ -345,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.n_archs, args.steps, args.eval_every, args.train_images, args.val_images = 1, 6, 3, 512, 200
         args.size_nb201, args.size_darts, args.name = "C=8,N=1", "C=8,layers=5", "quick_" + args.name
+    if args.ghn_only and args.only_arch is None:
+        raise SystemExit("--ghn-only needs --only-arch: a report compares GHN and random curves")
     sizes = {"nb201": args.size_nb201, "darts": args.size_darts}
     spaces = [s.strip() for s in args.spaces.split(",") if s.strip()]
     t0 = time.time()
@@ -381,7 +397,12 @@ def main(argv: list[str] | None = None) -> int:
                              eval_every=args.eval_every, build_kwargs=bk, seed=args.seed,
                              train_kwargs={"batch_size": args.batch_size, "lr": args.lr},
                              bn_mode=args.bn_mode, device=args.device, progress=True, cache=cache,
-                             ghn_key=file_digest(src.path), match_norms=args.match_norms)
+                             ghn_key=file_digest(src.path), match_norms=args.match_norms,
+                             inits=("ghn",) if args.ghn_only else ("random", "ghn"), ghn_warmup=args.ghn_warmup)
+        if args.ghn_only:
+            c = recs[0]["curves"]["ghn"]
+            print(f"{space}: GHN start {c['acc'][0]:.2f}% -> {c['acc'][-1]:.2f}% after {c['steps'][-1]} steps", flush=True)
+            continue
         results[space] = {"ghn": src.label, "ghn_steps": src.step, "build_kwargs": bk, "arch_sources": found,
                           "eval_split": args.eval_split, "archs": recs, "summary": summarise(recs)}
         s = results[space]["summary"]
@@ -393,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         return 0
     last = next(iter(results.values()))["summary"]["steps"][-1] if results else 0
-    meta = dict(n_archs=args.n_archs, steps=last, **curve_settings, match_norms=args.match_norms, device=args.device,
+    meta = dict(n_archs=args.n_archs, steps=last, **curve_settings, match_norms=args.match_norms, ghn_warmup=args.ghn_warmup,
+                device=args.device,
                 threads=torch.get_num_threads(), torch=torch.__version__,
                 machine=f"{platform.machine()}, {os.cpu_count()} CPU cores",
                 command="python benchmarks/bench_warm_start.py " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -270,7 +270,7 @@ def train(model: nn.Module, data: Any, steps: Optional[int] = None,
           device: torch.device | str | None = None, eval_data: Any = None,
           eval_every: Optional[int] = None, eval_batch_size: int = 500,
           eval_bn_mode: str = "eval", progress: bool = True, grad_clip: Optional[float] = 5.0,
-          aux_weight: float = 0.4, amp: Optional[bool] = None) -> TrainResult:
+          aux_weight: float = 0.4, amp: Optional[bool] = None, warmup_steps: int = 0) -> TrainResult:
     """Train ``model`` in place for ``steps`` updates or ``epochs`` passes over ``data``.
 
     Args:
@@ -299,6 +299,10 @@ def train(model: nn.Module, data: Any, steps: Optional[int] = None,
         progress: show a tqdm progress bar.
         grad_clip: clip the global gradient norm to this value (``None`` or 0: no clip).
         amp: bfloat16 autocast; ``None`` means on for CUDA, off otherwise.
+        warmup_steps: the learning rate rises linearly from ``lr / warmup_steps`` to ``lr``
+            over this many first steps (then the cosine, over the whole run, takes over):
+            gentler first updates for a network that starts from good parameters, such as
+            a GHN warm start.
 
     Returns:
         A :class:`TrainResult`. The model is trained in place and left in training mode.
@@ -306,13 +310,15 @@ def train(model: nn.Module, data: Any, steps: Optional[int] = None,
         ``diverged=True``.
     """
     _check_train_args(data, steps, epochs, batch_size, eval_every, eval_bn_mode, eval_data)
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
     t_start = time.perf_counter()
     device = torch.device(device) if device is not None else _model_device(model)
     data, eval_data = _place(model, data, eval_data, device)
     drop_last = len(data) >= batch_size
     per_epoch = len(data) // batch_size if drop_last else 1
     total = steps if steps is not None else max(1, round(epochs * per_epoch))
-    opt, sched = _sgd(model, lr, momentum, nesterov, weight_decay, total)
+    opt, sched = _sgd(model, lr, momentum, nesterov, weight_decay, total, warmup_steps)
     marks = _history_marks(total, per_epoch, eval_every)
     rec = _Recorder(model, eval_data, device, total, per_epoch, sched, t_start,
                     dict(batch_size=eval_batch_size, device=device, bn_mode=eval_bn_mode, amp=amp))
@@ -354,7 +360,8 @@ def train(model: nn.Module, data: Any, steps: Optional[int] = None,
     settings = dict(batch_size=batch_size, lr=lr, momentum=momentum, nesterov=nesterov,
                     weight_decay=weight_decay, label_smoothing=label_smoothing,
                     augment=augment, seed=seed, grad_clip=grad_clip, aux_weight=aux_weight,
-                    device=str(device), amp=device.type == "cuda" if amp is None else amp)
+                    device=str(device), amp=device.type == "cuda" if amp is None else amp,
+                    warmup_steps=warmup_steps)
     return rec.result(step, batch_size, settings)
 
 
@@ -389,13 +396,18 @@ def _place(model: nn.Module, data: Any, eval_data: Any, device: torch.device):
     return data, eval_data
 
 
-def _sgd(model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float, total: int):
+def _sgd(model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float, total: int,
+         warmup: int = 0):
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov,
                           weight_decay=weight_decay)
-    # per-step cosine from lr to 0: lr_t = lr * (1 + cos(pi * t / total)) / 2
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total)))
-    return opt, sched
+
+    def factor(t: int) -> float:
+        # per-step cosine from lr to 0: lr_t = lr * (1 + cos(pi * t / total)) / 2, times a
+        # linear ramp (t + 1) / warmup over the first warmup steps
+        cos = 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
+        return cos * min(1.0, (t + 1) / warmup) if warmup else cos
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def _history_marks(total: int, per_epoch: int, eval_every: Optional[int]) -> set[int]:

@@ -278,3 +278,16 @@ def test_trains_nb201_from_the_cifar_sample():
                 eval_every=3, progress=False)
     assert [p.step for p in res.history] == [0, 3]
     assert all(math.isfinite(v) for v in res.step_losses)
+
+
+def test_warmup_ramps_the_learning_rate_then_follows_the_cosine():
+    data = colour_task(64, seed=0)
+    res = train(tiny_nb201(), data, steps=8, batch_size=16, eval_every=1, progress=False, warmup_steps=4)
+    cos = [0.5 * (1 + math.cos(math.pi * t / 8)) for t in range(9)]
+    want = [0.025 * cos[t] * min(1.0, (t + 1) / 4) for t in range(9)]
+    assert [p.lr for p in res.history] == pytest.approx(want, rel=1e-6)
+    assert res.settings["warmup_steps"] == 4
+    plain = train(tiny_nb201(), data, steps=8, batch_size=16, eval_every=1, progress=False)
+    assert [p.lr for p in plain.history] == pytest.approx([0.025 * c for c in cos], rel=1e-6)
+    with pytest.raises(ValueError, match="warmup_steps must be an int >= 0"):
+        train(tiny_nb201(), data, steps=2, progress=False, warmup_steps=-1)
