@@ -127,7 +127,7 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
                   train_kwargs: dict[str, Any] | None = None, bn_mode: str = "eval",
                   calib_batches: int = CALIB_BATCHES, device: str = "cpu", progress: bool = False,
                   epochs: float | None = None, cache: Any = None, ghn_key: str = "",
-                  match_norms: bool = True, inits: Sequence[str] = ("random", "ghn"),
+                  match_norms: bool = False, inits: Sequence[str] = ("random", "ghn"),
                   ghn_warmup: int = 0) -> list[dict]:
     """Train each architecture from random and from GHN init; return one record per architecture.
 
@@ -141,7 +141,7 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
     ``ghn_warmup``: linear learning-rate warm-up steps for the GHN start only (random
     initialisation keeps the plain recipe, so its curves stay reusable).
     """
-    if match_norms:  # curves cached before the option existed kept the predicted norms
+    if match_norms:  # the predicted norms keep the key of the curves cached before the option
         ghn_key += ":match-norms"
     sp = search_spaces.get(space)
     net = resolve_ghn_arg(ghn, device)
@@ -342,9 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-random", type=Path, default=None, metavar="REPORT.json",
                     help="take the random-initialisation curves from an earlier report (<name>.json) with the "
                          "same settings instead of training them again (they do not depend on the GHN)")
-    ap.add_argument("--no-match-norms", dest="match_norms", action="store_false",
-                    help="warm-start with the GHN's predicted weight norms instead of rescaling the weights that "
-                         "feed batch norm to their initial norms (ghnas.warm_start(match_norms=False))")
+    ap.add_argument("--match-norms", action="store_true",
+                    help="rescale the predicted weights that feed batch norm to their initial norms before "
+                         "fine-tuning (ghnas.warm_start(match_norms=True))")
     ap.add_argument("--ghn-warmup", type=int, default=0, metavar="STEPS",
                     help="linear learning-rate warm-up over the first STEPS steps, for the GHN start only")
     ap.add_argument("--ghn-only", action="store_true",

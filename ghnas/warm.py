@@ -173,7 +173,7 @@ def match_init_norms(model: nn.Module, init_norms: dict[str, float], *,
 
 
 def warm_start(model: nn.Module, ghn: Any, *, data: Any = None, calib_batches: int = 4,
-               batch_size: int = 128, seed: int = 0, match_norms: bool = True,
+               batch_size: int = 128, seed: int = 0, match_norms: bool = False,
                input_shape: Sequence[int] | None = None) -> nn.Module:
     """Initialise ``model`` with GHN-predicted parameters, ready to fine-tune (in place).
 
@@ -193,8 +193,9 @@ def warm_start(model: nn.Module, ghn: Any, *, data: Any = None, calib_batches: i
         match_norms: rescale every predicted weight whose scale the network's output does
             not depend on (one followed by batch norm) to the norm the model's own
             initialisation gave it (:func:`match_init_norms`): the function is the GHN's,
-            the effective learning rate that of a fresh network. ``False`` keeps the
-            predicted norms, which are several times larger and make SGD crawl.
+            the effective learning rate that of a fresh network. Off by default: with the
+            shipped GHNs it lifted DARTS networks after one epoch of SGD but lost most of
+            the NB201 start's lead in the first 50 steps (README, "Warm start").
         input_shape: input shape for graph extraction (default ``(1, 3, 32, 32)``).
 
     Raises:

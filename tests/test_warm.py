@@ -49,7 +49,7 @@ def bns(model):
 @pytest.mark.parametrize("arch", [LIVE, DEAD])
 def test_parameters_equal_the_ghn_prediction(ghn, arch):
     init = {k: v.clone() for k, v in build(arch).named_parameters()}
-    model = warm_start(build(arch), ghn, match_norms=False)
+    model = warm_start(build(arch), ghn)  # the default keeps the predicted norms
     pred = ghn.predict([extract(build(arch))])[0]
     params = dict(model.named_parameters())
     assert pred, "nothing predicted"
@@ -72,7 +72,7 @@ def _batch_stat_logits(model, x):
 def test_matched_norms_keep_the_function_and_restore_the_initial_norms(ghn):
     init = {k: float(v.norm()) for k, v in build().named_parameters()}
     plain = warm_start(build(), ghn, match_norms=False)
-    matched = warm_start(build(), ghn)
+    matched = warm_start(build(), ghn, match_norms=True)
     pp, pm = dict(plain.named_parameters()), dict(matched.named_parameters())
     rescaled = [k for k in pp if not torch.equal(pp[k], pm[k])]
     # the cells' convolutions all feed batch norm; the classifier and 1-d parameters do not
