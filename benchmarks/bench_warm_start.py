@@ -42,6 +42,13 @@ Usage::
     # a new GHN, same architectures and settings: reuse the random-init curves of a report
     python benchmarks/bench_warm_start.py --spaces darts --n-archs 3 --name new \
         --reuse-random benchmarks/results/warm_start/warm_start_darts_std.json
+    # choosing a warm-start setting on validation images: only the GHN start's curve, saved as <name>.json
+    python benchmarks/bench_warm_start.py --spaces nb201 --steps 200 --eval-split val --only-arch 0 \
+        --ghn-only --match-norms --name nb201_val_matched
+
+Warm-start settings (GHN start only; random initialisation keeps the plain recipe):
+``--match-norms`` (:func:`ghnas.warm.match_init_norms`) and ``--ghn-warmup STEPS``
+(linear learning-rate warm-up).
 """
 from __future__ import annotations
 
@@ -402,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.ghn_only:
             c = recs[0]["curves"]["ghn"]
             print(f"{space}: GHN start {c['acc'][0]:.2f}% -> {c['acc'][-1]:.2f}% after {c['steps'][-1]} steps", flush=True)
+            results[space] = {"ghn": src.label, "build_kwargs": bk, "eval_split": args.eval_split,
+                              "arch": recs[0]["arch"], "params": recs[0]["params"], "curve": c}
             continue
         results[space] = {"ghn": src.label, "ghn_steps": src.step, "build_kwargs": bk, "arch_sources": found,
                           "eval_split": args.eval_split, "archs": recs, "summary": summarise(recs)}
@@ -409,6 +418,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{space}: GHN start {s['mean_acc']['ghn'][0]:.2f}% vs random {s['mean_acc']['random'][0]:.2f}%; "
               f"random steps to match the GHN start: {s['steps_to_match_ghn_start']}; final gap "
               f"{s['final_gap_mean']:+.2f}", flush=True)
+    if args.ghn_only:  # one setting's GHN curves, kept beside the reports
+        args.out.mkdir(parents=True, exist_ok=True)
+        meta = dict(only_arch=args.only_arch, **curve_settings, steps=args.steps, match_norms=args.match_norms,
+                    ghn_warmup=args.ghn_warmup, machine=f"{platform.machine()}, {os.cpu_count()} CPU cores",
+                    command="python benchmarks/bench_warm_start.py " + " ".join(sys.argv[1:] if argv is None else argv))
+        write_atomic(args.out / f"{args.name}.json", json.dumps({"settings": meta, "results": results}, indent=1))
+        print(f"wrote {args.out / (args.name + '.json')}", flush=True)
     if args.only_arch is not None:
         print(f"architecture {args.only_arch} is in {args.cache}; the command without --only-arch writes the report",
               flush=True)

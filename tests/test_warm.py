@@ -292,3 +292,21 @@ def test_random_curves_of_an_earlier_report_are_reused_and_not_retrained(ghn, tm
     with pytest.raises(SystemExit, match="size"):
         mod.seed_random_curves(report, cache, spaces=["nb201"], sizes={"nb201": {"C": 8, "N": 1}},
                                settings=settings)
+
+
+def test_ghn_only_curves_are_cached_per_warm_start_setting(ghn, tmp_path, monkeypatch):
+    mod = _bench_module()
+    from _ghnbench import JsonlCache
+
+    archs = search_spaces.get("nb201").sample_many(1, seed=0, unique=True)
+    kw = dict(steps=4, eval_every=2, build_kwargs={"C": 4, "N": 1}, train_kwargs={"batch_size": 16},
+              cache=JsonlCache(tmp_path / "c.jsonl"), ghn_key="g", inits=("ghn",))
+    calls = []
+    real_train = mod.train
+    monkeypatch.setattr(mod, "train", lambda model, *a, **k: calls.append(k.get("warmup_steps", 0))
+                        or real_train(model, *a, **k))
+    train_data, val_data = images(48, 0), images(20, 1)
+    for setting in ({}, {"match_norms": True}, {"ghn_warmup": 2}, {}, {"match_norms": True}):
+        recs = mod.compare_inits("nb201", archs, ghn, train_data, val_data, **kw, **setting)
+        assert set(recs[0]["curves"]) == {"ghn"} and "final_gap" not in recs[0]
+    assert calls == [0, 0, 2]  # three settings trained once each; the repeats came from the cache
