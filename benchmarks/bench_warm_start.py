@@ -418,11 +418,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{space}: GHN start {s['mean_acc']['ghn'][0]:.2f}% vs random {s['mean_acc']['random'][0]:.2f}%; "
               f"random steps to match the GHN start: {s['steps_to_match_ghn_start']}; final gap "
               f"{s['final_gap_mean']:+.2f}", flush=True)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores"
+    command = "python benchmarks/bench_warm_start.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.ghn_only:  # one setting's GHN curves, kept beside the reports
         args.out.mkdir(parents=True, exist_ok=True)
         meta = dict(only_arch=args.only_arch, **curve_settings, steps=args.steps, match_norms=args.match_norms,
-                    ghn_warmup=args.ghn_warmup, machine=f"{platform.machine()}, {os.cpu_count()} CPU cores",
-                    command="python benchmarks/bench_warm_start.py " + " ".join(sys.argv[1:] if argv is None else argv))
+                    ghn_warmup=args.ghn_warmup, machine=machine, command=command)
         write_atomic(args.out / f"{args.name}.json", json.dumps({"settings": meta, "results": results}, indent=1))
         print(f"wrote {args.out / (args.name + '.json')}", flush=True)
     if args.only_arch is not None:
@@ -432,9 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     last = next(iter(results.values()))["summary"]["steps"][-1] if results else 0
     meta = dict(n_archs=args.n_archs, steps=last, **curve_settings, match_norms=args.match_norms, ghn_warmup=args.ghn_warmup,
                 device=args.device,
-                threads=torch.get_num_threads(), torch=torch.__version__,
-                machine=f"{platform.machine()}, {os.cpu_count()} CPU cores",
-                command="python benchmarks/bench_warm_start.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                threads=torch.get_num_threads(), torch=torch.__version__, machine=machine, command=command,
                 seconds=time.time() - t0,
                 random_curves_from=repo_relative(str(args.reuse_random.resolve())) if args.reuse_random else None)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -111,8 +111,9 @@ def match_init_norms(model: nn.Module, init_norms: dict[str, float], *,
     Why: a weight followed by batch norm (through convolutions, ReLUs and pooling) can be
     multiplied by any positive factor without changing the network, but its gradient, and
     so its effective learning rate, shrinks with the square of its norm. GHN predictions
-    are several times larger than PyTorch's initialisation (3.5x median, up to 12x, for a
-    DARTS network at C=16 with 8 cells), which slows SGD from them 10-100x. Rescaling the
+    are several times larger than PyTorch's initialisation (median 3.0-3.9x, up to 12x, for
+    DARTS networks at C=16 with 8 cells: ``benchmarks/probe_weight_norms.py``), which slows
+    SGD on them about 10-150x. Rescaling the
     predicted weights to their initial norms keeps what the GHN predicted and gives SGD its
     usual step size back.
 
@@ -121,10 +122,10 @@ def match_init_norms(model: nn.Module, init_norms: dict[str, float], *,
     move by at most ``rtol`` of their norm; otherwise (a classifier, a convolution feeding
     a residual sum without batch norm) it is left as it is. Weights are tested in groups,
     halved where the output moves, so this costs a few dozen forward passes of a batch of
-    two ``input_shape`` images. Batch-norm buffers and the modules' train/eval flags are
-    restored.
+    two ``input_shape`` images, in :func:`ghnas.train._batch_stat_mode` (buffers untouched,
+    train/eval flags restored).
     """
-    from .train import _logits
+    from .train import _batch_stat_mode, _logits
 
     params = dict(model.named_parameters())
     todo = [n for n, v in init_norms.items()
@@ -135,14 +136,8 @@ def match_init_norms(model: nn.Module, init_norms: dict[str, float], *,
     shape = (max(2, int(input_shape[0])), *[int(d) for d in input_shape[1:]])
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g).to(device=ref.device, dtype=ref.dtype)
-    flags = [(m, m.training) for m in model.modules()]
-    buffers = {k: b.clone() for k, b in model.named_buffers()}
-    done = []
-    try:
-        model.eval()  # no dropout / drop-path; batch norm alone on batch statistics
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.train()
+    done: list[str] = []
+    with _batch_stat_mode(model):  # no dropout / drop-path; running statistics left alone
         y0 = _logits(model(x))[0]
         tol = rtol * float(y0.norm()) + 1e-12
         factor = {n: init_norms[n] / float(params[n].norm()) for n in todo}
@@ -163,12 +158,6 @@ def match_init_norms(model: nn.Module, init_norms: dict[str, float], *,
                 rescale(names[len(names) // 2:])
 
         rescale(todo)
-    finally:
-        named = dict(model.named_buffers())
-        for k, b in buffers.items():
-            named[k].copy_(b)
-        for m, flag in flags:
-            m.training = flag
     return done
 
 
