@@ -47,8 +47,9 @@ Usage::
         --ghn-only --match-norms --name nb201_val_matched
 
 Warm-start settings (GHN start only; random initialisation keeps the plain recipe):
-``--match-norms`` (:func:`ghnas.warm.match_init_norms`) and ``--ghn-warmup STEPS``
-(linear learning-rate warm-up).
+``--match-norms`` (:func:`ghnas.warm.match_init_norms`), ``--orthogonalize`` and
+``--noise BETA`` (:func:`ghnas.warm.decorrelate_weights`, Knyazev 2022's post-processing)
+and ``--ghn-warmup STEPS`` (linear learning-rate warm-up).
 """
 from __future__ import annotations
 
@@ -135,7 +136,7 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
                   calib_batches: int = CALIB_BATCHES, device: str = "cpu", progress: bool = False,
                   epochs: float | None = None, cache: Any = None, ghn_key: str = "",
                   match_norms: bool = False, inits: Sequence[str] = ("random", "ghn"),
-                  ghn_warmup: int = 0) -> list[dict]:
+                  ghn_warmup: int = 0, orthogonalize: bool = False, noise: float = 0.0) -> list[dict]:
     """Train each architecture from random and from GHN init; return one record per architecture.
 
     Give ``steps`` or ``epochs``. Each record: ``arch``, ``params``, ``curves``
@@ -143,13 +144,14 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
     (random-init steps to reach the GHN curve at each of its points) and ``final_gap``
     (final GHN minus final random accuracy). With ``cache`` (a ``JsonlCache``), each
     curve is stored under its settings (GHN curves also under ``ghn_key``, the weights).
-    ``match_norms`` is :func:`ghnas.warm_start`'s option of that name. ``inits=('ghn',)``
+    ``match_norms``, ``orthogonalize`` and ``noise`` are :func:`ghnas.warm_start`'s options of
+    those names. ``inits=('ghn',)``
     trains (or reads) only the GHN curves: records then carry no comparison.
     ``ghn_warmup``: linear learning-rate warm-up steps for the GHN start only (random
     initialisation keeps the plain recipe, so its curves stay reusable).
     """
-    if match_norms:  # the predicted norms keep the key of the curves cached before the option
-        ghn_key += ":match-norms"
+    # the plain prediction keeps the key of the curves cached before these options
+    ghn_key += ":orth" * orthogonalize + (f":noise{noise:g}" if noise else "") + ":match-norms" * match_norms
     sp = search_spaces.get(space)
     net = resolve_ghn_arg(ghn, device)
     tk = dict(batch_size=64, lr=0.025)
@@ -172,7 +174,8 @@ def compare_inits(space: str, archs: Sequence[str], ghn: Any, train_data, val_da
             model = model.to(device)
             if init == "ghn":
                 warm_start(model, net, data=train_data if bn_mode == "eval" else None,
-                           calib_batches=calib_batches, seed=seed, match_norms=match_norms)
+                           calib_batches=calib_batches, seed=seed, match_norms=match_norms,
+                           orthogonalize=orthogonalize, noise=noise)
             else:
                 reset_batchnorm(model)
                 if bn_mode == "eval":
@@ -233,6 +236,8 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
              f"{meta['n_archs']} architectures per space never trained on by the GHN (seed {meta['seed']}), "
              f"{length} on {meta.get('train_images', 'all')} training images "
              f"(batch {meta['batch_size']}, lr {meta['lr']}, cosine), {what} (BN: {meta['bn_mode']}); GHN start "
+             f"{'orthogonalised (QR), ' if meta.get('orthogonalize') else ''}"
+             f"{'with noise %g x the spread of filter correlations, ' % meta['noise'] if meta.get('noise') else ''}"
              f"{'with weights feeding batch norm rescaled to their initial norms' if meta.get('match_norms') else 'with the predicted weight norms'}"
              f"{', lr warm-up over %d steps' % meta['ghn_warmup'] if meta.get('ghn_warmup') else ''}; "
              f"{meta['device']}, {meta['machine']}.", ""]
@@ -352,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--match-norms", action="store_true",
                     help="rescale the predicted weights that feed batch norm to their initial norms before "
                          "fine-tuning (ghnas.warm_start(match_norms=True))")
+    ap.add_argument("--orthogonalize", action="store_true",
+                    help="replace every predicted weight but the classifier's by its orthonormal QR factor "
+                         "(ghnas.warm_start(orthogonalize=True))")
+    ap.add_argument("--noise", type=float, default=0.0, metavar="BETA",
+                    help="add noise of BETA x the spread of each weight's filter correlations "
+                         "(ghnas.warm_start(noise=BETA))")
     ap.add_argument("--ghn-warmup", type=int, default=0, metavar="STEPS",
                     help="linear learning-rate warm-up over the first STEPS steps, for the GHN start only")
     ap.add_argument("--ghn-only", action="store_true",
@@ -405,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                              train_kwargs={"batch_size": args.batch_size, "lr": args.lr},
                              bn_mode=args.bn_mode, device=args.device, progress=True, cache=cache,
                              ghn_key=file_digest(src.path), match_norms=args.match_norms,
+                             orthogonalize=args.orthogonalize, noise=args.noise,
                              inits=("ghn",) if args.ghn_only else ("random", "ghn"), ghn_warmup=args.ghn_warmup)
         if args.ghn_only:
             c = recs[0]["curves"]["ghn"]
@@ -423,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ghn_only:  # one setting's GHN curves, kept beside the reports
         args.out.mkdir(parents=True, exist_ok=True)
         meta = dict(only_arch=args.only_arch, **curve_settings, steps=args.steps, match_norms=args.match_norms,
-                    ghn_warmup=args.ghn_warmup, machine=machine, command=command)
+                    orthogonalize=args.orthogonalize, noise=args.noise, ghn_warmup=args.ghn_warmup, machine=machine, command=command)
         write_atomic(args.out / f"{args.name}.json", json.dumps({"settings": meta, "results": results}, indent=1))
         print(f"wrote {args.out / (args.name + '.json')}", flush=True)
     if args.only_arch is not None:
@@ -431,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         return 0
     last = next(iter(results.values()))["summary"]["steps"][-1] if results else 0
-    meta = dict(n_archs=args.n_archs, steps=last, **curve_settings, match_norms=args.match_norms, ghn_warmup=args.ghn_warmup,
+    meta = dict(n_archs=args.n_archs, steps=last, **curve_settings, match_norms=args.match_norms,
+                orthogonalize=args.orthogonalize, noise=args.noise, ghn_warmup=args.ghn_warmup,
                 device=args.device,
                 threads=torch.get_num_threads(), torch=torch.__version__, machine=machine, command=command,
                 seconds=time.time() - t0,

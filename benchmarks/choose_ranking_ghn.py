@@ -47,8 +47,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _ghnbench import (CACHE_ROOT, DEV_SETS, REPO, JsonlCache, command_line, dev_half, file_digest,  # noqa: E402
-                       machine, repo_relative, write_atomic)
-from ghn_proxy_curve import METRICS, Networks, base_vector, correlations, image_batch, score_snapshot  # noqa: E402
+                       machine, parse_build, repo_relative, write_atomic)
+from ghn_proxy_curve import (METRICS, Networks, base_vector, correlations, image_batch, rank_mean,  # noqa: E402
+                             score_snapshot)
 
 import search_spaces  # noqa: E402
 from ghnas.ghn import load_ghn  # noqa: E402
@@ -79,9 +80,23 @@ def resolve_candidate(spec: str, space: str, fetch_dir: Path) -> tuple[str, Path
     return label, path, repo_relative(str(path.resolve()))
 
 
-def score_all(space, archs, truth, candidates, images, seeds, data, cache) -> list[dict[str, Any]]:
-    """One row per (candidate, metric, image count): Kendall tau / Spearman per seed."""
-    build = dict(PROXY_BUILD_KWARGS.get(space.name, {}))
+def _row(label: str, origin: str, digest: str, metric: str, n: int, batches: int,
+         pairs: list[tuple[float, float]]) -> dict[str, Any]:
+    k = np.array([p[0] for p in pairs])
+    return {"ghn": label, "origin": origin, "digest": digest, "metric": metric, "n": n, "batches": batches,
+            "kendall": k.tolist(), "spearman": [p[1] for p in pairs],
+            "kendall_mean": float(k.mean()), "kendall_std": float(k.std()),
+            "kendall_min": float(k.min()), "kendall_max": float(k.max()),
+            "spearman_mean": float(np.mean([p[1] for p in pairs]))}
+
+
+def score_all(space, archs, truth, candidates, images, seeds, data, cache, build: dict[str, Any],
+              rank_mean_batches: int = 1) -> list[dict[str, Any]]:
+    """One row per (candidate, metric, image count): Kendall tau / Spearman per seed.
+
+    With ``rank_mean_batches`` K > 1, also one row per (candidate, metric, image count) for
+    the rank mean over K image batches: the seeds are cut into consecutive groups of K (seeds
+    0-2, 3-5, ...), each group scores once, and the spread is over the groups."""
     nets = Networks(space, archs, build)
     rows = []
     for label, path, origin in candidates:
@@ -92,16 +107,20 @@ def score_all(space, archs, truth, candidates, images, seeds, data, cache) -> li
             x, y = image_batch(data, max(images), seed)
             recs[seed] = score_snapshot(ghn, digest, nets, archs, x, y, seed, build, cache)
             print(f"  {label} seed {seed}: {time.time() - t1:.0f}s", flush=True)
+        groups = [seeds[i:i + rank_mean_batches] for i in range(0, len(seeds), rank_mean_batches)]
         for metric in METRICS:
             for n in images:
-                pairs = [correlations(base_vector(recs[s], archs, metric, n), truth) for s in seeds]
-                k = np.array([p[0] for p in pairs])
-                rows.append({"ghn": label, "origin": origin, "digest": digest, "metric": metric, "n": n,
-                             "kendall": k.tolist(), "spearman": [p[1] for p in pairs],
-                             "kendall_mean": float(k.mean()), "kendall_std": float(k.std()),
-                             "kendall_min": float(k.min()), "kendall_max": float(k.max()),
-                             "spearman_mean": float(np.mean([p[1] for p in pairs]))})
+                vec = {s: base_vector(recs[s], archs, metric, n) for s in seeds}
+                rows.append(_row(label, origin, digest, metric, n, 1, [correlations(vec[s], truth) for s in seeds]))
+                if rank_mean_batches > 1:
+                    pairs = [correlations(rank_mean([vec[s] for s in g]), truth) for g in groups]
+                    rows.append(_row(label, origin, digest, metric, n, rank_mean_batches, pairs))
     return rows
+
+
+def images_label(r: dict[str, Any]) -> str:
+    """``'200'``, or ``'3x200'`` for a rank mean over three image batches."""
+    return f"{r['batches']}x{r['n']}" if r.get("batches", 1) > 1 else str(r["n"])
 
 
 def markdown(res: dict) -> str:
@@ -109,18 +128,19 @@ def markdown(res: dict) -> str:
     lines = [f"# The GHN proxy's own GHN: {m['space']}, {m['half']} half", "",
              f"Dev set `{m['dev_set']}`, **{m['half']} half** ({m['n_archs']} architectures), scored at "
              f"{m['build']} on CIFAR-10 train-split images, image seeds {m['seeds']}, batch norm on batches "
-             "of 100. Kendall tau against the dev set's accuracy: mean over seeds, std, [min, max].", "",
+             "of 100. Kendall tau against the dev set's accuracy: mean over seeds, std, [min, max] (images "
+             "'KxN': the rank mean over K image batches of N, one score per group of K seeds).", "",
              f"Command: `{m['command']}` ({m['seconds']:.0f} s, {m['machine']})", ""]
     if m["half"] == "tune":
         c = res["chosen"]
         lines += [f"**Chosen** (best mean Kendall tau over the seeds): GHN `{c['ghn']}` ({c['origin']}), "
-                  f"metric `{c['metric']}`, {c['n']} images: tau {c['kendall_mean']:.3f} "
+                  f"metric `{c['metric']}`, {images_label(c)} images: tau {c['kendall_mean']:.3f} "
                   f"(std {c['kendall_std']:.3f}, [{c['kendall_min']:.3f}, {c['kendall_max']:.3f}]), "
                   f"Spearman {c['spearman_mean']:.3f}.", ""]
     lines += ["| GHN | metric | images | Kendall tau | std | min | max | Spearman |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in sorted(res["rows"], key=lambda r: -r["kendall_mean"]):
-        lines.append(f"| {r.get('role', '') + r['ghn']} | {r['metric']} | {r['n']} | {r['kendall_mean']:.3f} | "
+        lines.append(f"| {r.get('role', '') + r['ghn']} | {r['metric']} | {images_label(r)} | {r['kendall_mean']:.3f} | "
                      f"{r['kendall_std']:.3f} | {r['kendall_min']:.3f} | {r['kendall_max']:.3f} | "
                      f"{r['spearman_mean']:.3f} |")
     return "\n".join(lines) + "\n"
@@ -143,8 +163,9 @@ def install(space: str, out_dir: Path) -> str:
     dst = asset_dir() / f"ghnas-{space}-cifar10-rank.pt"
     shutil.copyfile(src, dst)
     chosen_report = next(r for r in report["rows"] if r.get("role") == "CHOSEN: ")
-    meta = {"name": dst.stem, "space": space, "purpose": "rank", "build_kwargs": PROXY_BUILD_KWARGS.get(space),
-            "choice": {k: c[k] for k in ("ghn", "origin", "metric", "n")},
+    meta = {"name": dst.stem, "space": space, "purpose": "rank",
+            "build_kwargs": tune["meta"].get("build") or PROXY_BUILD_KWARGS.get(space),
+            "choice": {k: c[k] for k in ("ghn", "origin", "metric", "n") if k in c},
             "tune": {k: c[k] for k in ("kendall_mean", "kendall_std", "kendall_min", "kendall_max")},
             "report": {k: chosen_report[k] for k in ("kendall_mean", "kendall_std", "kendall_min", "kendall_max")},
             "seeds": tune["meta"]["seeds"], "command": tune["meta"]["command"], "digest": c["digest"]}
@@ -169,6 +190,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--images", default="200,500,1000")
     ap.add_argument("--seeds", default="0,1,2,3,4,5")
     ap.add_argument("--max-archs", type=int, default=0, help="fixed subsample of the half (0: all of it)")
+    ap.add_argument("--build", default=None,
+                    help="tune: the network size scored, e.g. 'C=16,layers=8' (default: the space's proxy size)")
+    ap.add_argument("--rank-mean", type=int, default=1,
+                    help="tune: also rows for the rank mean over this many image batches (seeds in groups of it)")
     ap.add_argument("--data-root", default=str(REPO.parent / "shared/data/cifar10"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -177,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.install:
         print(install(args.space, args.out))
         return
+    if args.rank_mean < 1:
+        raise SystemExit(f"--rank-mean must be >= 1, got {args.rank_mean}")
     if args.half is None:
         raise SystemExit("give --half tune, --half report or --install")
     torch.set_num_threads(args.threads)
@@ -186,9 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     fetch = CACHE_ROOT / "ranking_ghn" / "candidates"
     images = sorted(int(v) for v in args.images.split(","))
     seeds = [int(s) for s in args.seeds.split(",")]
+    build = parse_build(args.build) if args.build else dict(PROXY_BUILD_KWARGS.get(args.space, {}))
     if args.half == "tune":
         if not args.candidate:
             raise SystemExit("--half tune needs at least one --candidate")
+        if len(seeds) % args.rank_mean:
+            raise SystemExit(f"--rank-mean {args.rank_mean} needs a multiple of {args.rank_mean} seeds, got {len(seeds)}")
         candidates = [resolve_candidate(c, args.space, fetch) for c in args.candidate]
     else:
         tune = json.loads((args.out / f"{args.space}_tune.json").read_text())
@@ -209,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
         else:  # the same weights: the reference is another metric / image count of the chosen GHN
             ref_label = c["ghn"]
         images, seeds, args.max_archs = sorted({c["n"], ref_n}), tune["meta"]["seeds"], tune["meta"]["max_archs"]
+        build = tune["meta"].get("build") or build
+        args.rank_mean = c.get("batches", 1)
     truth_map = dev_half(space, args.half, max_archs=args.max_archs)
     archs = list(truth_map)
     truth = np.array([truth_map[a] for a in archs])
@@ -217,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
 
     data = ghnas.data.load("cifar10", root=args.data_root, split="train")
     cache = JsonlCache(CACHE_ROOT / "ranking_ghn" / f"{args.space}.jsonl")
-    rows = score_all(space, archs, truth, candidates, images, seeds, data, cache)
+    rows = score_all(space, archs, truth, candidates, images, seeds, data, cache, build, args.rank_mean)
     res: dict[str, Any] = {"rows": rows}
     if args.half == "tune":
         best = max(rows, key=lambda r: r["kendall_mean"])
@@ -225,14 +257,16 @@ def main(argv: list[str] | None = None) -> None:
     else:
         keep = []
         for r in rows:
-            if r["ghn"] == c["ghn"] and r["metric"] == c["metric"] and r["n"] == c["n"]:
+            batches = r.get("batches", 1)
+            if (r["ghn"] == c["ghn"] and r["metric"] == c["metric"] and r["n"] == c["n"]
+                    and batches == c.get("batches", 1)):
                 keep.append({**r, "role": "CHOSEN: "})
-            elif r["ghn"] == ref_label and r["metric"] == ref_metric and r["n"] == ref_n:
+            elif r["ghn"] == ref_label and r["metric"] == ref_metric and r["n"] == ref_n and batches == 1:
                 keep.append({**r, "role": f"reference ({ref_metric}, {ref_n} images): "})
         res["rows"], res["chosen"] = keep, c
     res["meta"] = {"space": args.space, "half": args.half, "dev_set": repo_relative(str(DEV_SETS[args.space][0])),
-                   "n_archs": len(archs), "max_archs": args.max_archs, "build": PROXY_BUILD_KWARGS.get(args.space),
-                   "seeds": seeds, "images": images,
+                   "n_archs": len(archs), "max_archs": args.max_archs, "build": build,
+                   "rank_mean": args.rank_mean, "seeds": seeds, "images": images,
                    "files": {lab: repo_relative(str(Path(p).resolve())) for lab, p, _ in candidates},
                    "command": command_line("choose_ranking_ghn.py", argv), "machine": machine(),
                    "torch": torch.__version__, "seconds": time.time() - t0}

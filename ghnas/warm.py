@@ -27,7 +27,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-__all__ = ["warm_start", "resolve_ghn_arg", "reset_batchnorm", "calibrate_batchnorm", "match_init_norms"]
+__all__ = ["warm_start", "resolve_ghn_arg", "reset_batchnorm", "calibrate_batchnorm", "match_init_norms",
+           "decorrelate_weights"]
 
 
 def resolve_ghn_arg(ghn: Any, device: str | torch.device = "cpu"):
@@ -161,8 +162,83 @@ def match_init_norms(model: nn.Module, init_norms: dict[str, float], *,
     return done
 
 
+def _as_tall(w: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``w`` as a matrix of one row per output unit, transposed if that is wider than tall."""
+    m = w.reshape(w.shape[0], -1)
+    return (m.t(), True) if m.shape[0] < m.shape[1] else (m, False)
+
+
+def _orthogonal_like(w: torch.Tensor) -> torch.Tensor:
+    """The orthonormal factor of ``w``'s QR decomposition, in ``w``'s shape: the first
+    filter's direction is kept, every later one made orthogonal to those before it."""
+    m, transposed = _as_tall(w.double())
+    q, r = torch.linalg.qr(m)
+    q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()))
+    return (q.t() if transposed else q).reshape(w.shape).to(w.dtype)
+
+
+def _filter_correlation_std(w: torch.Tensor) -> float:
+    """Spread of the correlations between ``w``'s output filters (0 when undefined)."""
+    m = w.reshape(w.shape[0], -1).double()
+    if m.shape[0] < 2 or m.shape[1] < 2:
+        return 0.0
+    c = torch.corrcoef(m)
+    c = c[torch.isfinite(c)]  # a constant filter has no correlation
+    return float(c.std()) if c.numel() > 1 else 0.0
+
+
+@torch.no_grad()
+def decorrelate_weights(model: nn.Module, *, orthogonalize: bool = True, noise: float = 0.0,
+                        seed: int = 0) -> list[str]:
+    """Make predicted filters less alike before fine-tuning (Knyazev 2022, "Pretraining a
+    Neural Network before Knowing Its Architecture"); return the names of the changed weights.
+
+    Why: a GHN tends to predict filters that are much alike, and gradient descent from
+    near-duplicate filters keeps them alike. For every module weight of two or more
+    dimensions except the last one (the classifier, whose prediction is kept):
+
+    - ``noise`` > 0 adds Gaussian noise with standard deviation ``noise`` times the spread
+      of the correlations between the weight's filters, and the same amount to the weight
+      and bias of each following one-dimensional (normalisation) layer;
+    - ``orthogonalize`` replaces the weight by the orthonormal factor of its QR
+      decomposition (output filters as rows; the matrix transposed where it is wider than
+      tall), signs fixed so that the factor is unique.
+
+    Orthogonal weights have unit-norm filters (or inputs), which also brings the large
+    predicted norms near PyTorch's initial scale; where batch norm follows, only the
+    weight's direction matters to the network.
+    """
+    g = torch.Generator().manual_seed(seed)
+    named = [(n, m) for n, m in model.named_modules()
+             if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() > 0]
+    last_2d = max((i for i, (_, m) in enumerate(named) if m.weight.dim() >= 2), default=-1)
+    changed: list[str] = []
+    spread = 0.0
+    for i, (name, m) in enumerate(named):
+        w = m.weight
+        prefix = name + "." if name else ""
+        if w.dim() >= 2:
+            if i == last_2d:
+                continue
+            spread = _filter_correlation_std(w)
+            if noise > 0 and spread > 0:
+                w.add_(noise * spread * torch.randn(w.shape, generator=g).to(w))
+            if orthogonalize:
+                w.copy_(_orthogonal_like(w))
+            if orthogonalize or (noise > 0 and spread > 0):
+                changed.append(prefix + "weight")
+        elif noise > 0 and spread > 0 and i < last_2d:
+            for pname in ("weight", "bias"):
+                t = getattr(m, pname, None)
+                if isinstance(t, torch.Tensor):
+                    t.add_(noise * spread * torch.randn(t.shape, generator=g).to(t))
+                    changed.append(prefix + pname)
+    return changed
+
+
 def warm_start(model: nn.Module, ghn: Any, *, data: Any = None, calib_batches: int = 4,
                batch_size: int = 128, seed: int = 0, match_norms: bool = False,
+               orthogonalize: bool = False, noise: float = 0.0,
                input_shape: Sequence[int] | None = None) -> nn.Module:
     """Initialise ``model`` with GHN-predicted parameters, ready to fine-tune (in place).
 
@@ -185,6 +261,11 @@ def warm_start(model: nn.Module, ghn: Any, *, data: Any = None, calib_batches: i
             the effective learning rate that of a fresh network. Off by default: with the
             shipped GHNs it lifted DARTS networks after one epoch of SGD but lost most of
             the NB201 start's lead in the first 50 steps (README, "Warm start").
+        orthogonalize, noise: Knyazev (2022)'s post-processing of the prediction before
+            fine-tuning (:func:`decorrelate_weights`): every weight but the classifier's
+            replaced by its orthonormal QR factor, and/or noise scaled by the spread of its
+            filters' correlations (``noise`` is that scale; 0: none). Applied before
+            ``match_norms``. Off by default (README, "Warm start", for what they measured).
         input_shape: input shape for graph extraction (default ``(1, 3, 32, 32)``).
 
     Raises:
@@ -208,6 +289,8 @@ def warm_start(model: nn.Module, ghn: Any, *, data: Any = None, calib_batches: i
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, not {type(model).__name__}")
+    if not noise >= 0:  # NaN too
+        raise ValueError(f"noise must be a number >= 0, got {noise}")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     net = resolve_ghn_arg(ghn, device)
     was_training = net.training
@@ -238,6 +321,8 @@ def warm_start(model: nn.Module, ghn: Any, *, data: Any = None, calib_batches: i
     for p in model.parameters():
         p.requires_grad_(True)
     reset_batchnorm(model)
+    if orthogonalize or noise > 0:
+        decorrelate_weights(model, orthogonalize=orthogonalize, noise=noise, seed=seed)
     if match_norms:
         match_init_norms(model, init_norms, input_shape=input_shape or (1, 3, 32, 32), seed=seed)
     if data is not None and calib_batches > 0:

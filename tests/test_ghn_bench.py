@@ -100,6 +100,34 @@ def test_curve_scores_equal_the_ghn_proxy(random_ghn):
     assert again == recs  # served from the cache file
 
 
+def test_rank_mean_rows_score_each_group_of_seeds_once(random_ghn, tmp_path):
+    import ghnas.data
+
+    choose, curve = _module("choose_ranking_ghn"), _module("ghn_proxy_curve")
+    sp = search_spaces.get("nb201")
+    archs = sp.sample_many(5, seed=1, unique=True)
+    truth = np.arange(5.0)
+    build = {"C": 4, "N": 1}
+    cache = _module("_ghnbench").JsonlCache(tmp_path / "c.jsonl")
+    rows = choose.score_all(sp, archs, truth, [("g", random_ghn, "test")], [100], [0, 1, 2, 3],
+                            ghnas.data.load("sample"), cache, build, rank_mean_batches=2)
+    single = {r["metric"]: r for r in rows if r["batches"] == 1}
+    pooled = {r["metric"]: r for r in rows if r["batches"] == 2}
+    assert set(single) == set(pooled) == set(curve.METRICS)
+    assert len(single["prob"]["kendall"]) == 4 and len(pooled["prob"]["kendall"]) == 2
+    assert choose.images_label(pooled["prob"]) == "2x100" and choose.images_label(single["prob"]) == "100"
+    # the rank mean of seeds 2 and 3, recomputed from the cached records
+    ghn = __import__("ghnas.ghn", fromlist=["load_ghn"]).load_ghn(random_ghn)
+    nets = curve.Networks(sp, archs, build)
+    vecs = []
+    for seed in (2, 3):
+        x, y = curve.image_batch(ghnas.data.load("sample"), 100, seed)
+        recs = curve.score_snapshot(ghn, choose.file_digest(random_ghn), nets, archs, x, y, seed, build, cache)
+        vecs.append(curve.base_vector(recs, archs, "prob", 100))
+    tau, _ = curve.correlations(curve.rank_mean(vecs), truth)
+    assert pooled["prob"]["kendall"][1] == pytest.approx(tau)
+
+
 def test_committed_run_keeps_the_history_gzipped_and_restores_it(tmp_path):
     train = _module("train_shipped_ghns")
     run, git, again = tmp_path / "run", tmp_path / "git", tmp_path / "again"

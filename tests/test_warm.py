@@ -13,7 +13,7 @@ import search_spaces
 from ghnas.data import ImageData
 from ghnas.ghn import GHN2, save_ghn
 from ghnas.graph import extract
-from ghnas.warm import calibrate_batchnorm, match_init_norms, reset_batchnorm, warm_start
+from ghnas.warm import calibrate_batchnorm, decorrelate_weights, match_init_norms, reset_batchnorm, warm_start
 
 pytestmark = pytest.mark.filterwarnings("ignore:the GHN's shape encoding has no entry", "ignore:.*not used by the forward")
 
@@ -118,6 +118,66 @@ def test_only_weights_the_output_does_not_depend_on_are_rescaled():
         assert torch.equal(dict(net.named_parameters())[k], before[k])
     for k, v in net.named_buffers():  # probing passes left the running statistics alone
         assert torch.equal(v, buffers[k])
+
+
+def _rows(w):
+    m = w.detach().reshape(w.shape[0], -1).double()
+    return m if m.shape[0] >= m.shape[1] else m.t()
+
+
+def test_orthogonalized_weights_are_orthonormal_and_keep_the_first_filter_direction(ghn):
+    plain = warm_start(build(), ghn)
+    orth = warm_start(build(), ghn, orthogonalize=True)
+    pp, po = dict(plain.named_parameters()), dict(orth.named_parameters())
+    multi = [k for k, v in pp.items() if v.dim() >= 2]
+    changed = [k for k in multi if not torch.equal(pp[k], po[k])]
+    assert "classifier.weight" not in changed  # the classifier keeps its prediction
+    assert set(changed) == set(multi) - {"classifier.weight"}
+    for k in changed:
+        q = _rows(po[k])
+        torch.testing.assert_close(q.t() @ q, torch.eye(q.shape[1], dtype=q.dtype), atol=1e-5, rtol=0)
+        # QR keeps the span's first direction: column 0 of the tall matrix, sign included
+        a = _rows(pp[k])[:, 0]
+        cos = torch.dot(a, q[:, 0]) / a.norm()
+        assert float(cos) == pytest.approx(1.0, abs=1e-5)
+    for k, v in pp.items():  # 1-d parameters are untouched without noise
+        if v.dim() < 2:
+            assert torch.equal(v, po[k])
+
+
+def test_noise_scales_with_filter_correlation_and_is_seeded():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.LazyLinear(10))
+    net(torch.zeros(1, 3, 8, 8))
+    with torch.no_grad():  # identical filters: correlation 1 everywhere, spread 0, so no noise
+        net[0].weight.copy_(net[0].weight[:1].expand_as(net[0].weight))
+    assert decorrelate_weights(net, orthogonalize=False, noise=1.0) == []
+    with torch.no_grad():
+        net[0].weight.normal_()
+    before = {k: v.detach().clone() for k, v in net.named_parameters()}
+    changed = decorrelate_weights(net, orthogonalize=False, noise=0.5, seed=3)
+    assert changed == ["0.weight", "1.weight", "1.bias"]  # conv, then the norm layer after it
+    assert torch.equal(net[3].weight, before["3.weight"])  # the classifier is never touched
+    delta = {k: dict(net.named_parameters())[k].detach() - before[k] for k in changed}
+    again = nn.Sequential(*[m for m in net])
+    with torch.no_grad():
+        for k, v in again.named_parameters():
+            v.copy_(before[k])
+    assert decorrelate_weights(again, orthogonalize=False, noise=0.5, seed=3) == changed
+    for k in changed:  # the same seed gives the same noise
+        torch.testing.assert_close(dict(again.named_parameters())[k].detach() - before[k], delta[k])
+    c = torch.corrcoef(before["0.weight"].reshape(8, -1).double())
+    assert float(delta["0.weight"].std()) == pytest.approx(0.5 * float(c.std()), rel=0.25)
+
+
+def test_bad_noise_is_refused_before_the_model_changes(ghn):
+    model = build()
+    init = {k: v.clone() for k, v in model.named_parameters()}
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="noise"):
+            warm_start(model, ghn, noise=bad)
+    for k, v in model.named_parameters():
+        assert torch.equal(v, init[k])
 
 
 def test_model_is_left_trainable(ghn):
@@ -306,7 +366,9 @@ def test_ghn_only_curves_are_cached_per_warm_start_setting(ghn, tmp_path, monkey
     monkeypatch.setattr(mod, "train", lambda model, *a, **k: calls.append(k.get("warmup_steps", 0))
                         or real_train(model, *a, **k))
     train_data, val_data = images(48, 0), images(20, 1)
-    for setting in ({}, {"match_norms": True}, {"ghn_warmup": 2}, {}, {"match_norms": True}):
+    settings = ({}, {"match_norms": True}, {"ghn_warmup": 2}, {"orthogonalize": True}, {"noise": 0.5},
+                {}, {"match_norms": True}, {"orthogonalize": True})
+    for setting in settings:
         recs = mod.compare_inits("nb201", archs, ghn, train_data, val_data, **kw, **setting)
         assert set(recs[0]["curves"]) == {"ghn"} and "final_gap" not in recs[0]
-    assert calls == [0, 0, 2]  # three settings trained once each; the repeats came from the cache
+    assert calls == [0, 0, 2, 0, 0]  # five settings trained once each; the repeats came from the cache
