@@ -80,42 +80,50 @@ def resolve_candidate(spec: str, space: str, fetch_dir: Path) -> tuple[str, Path
     return label, path, repo_relative(str(path.resolve()))
 
 
-def _row(label: str, origin: str, digest: str, metric: str, n: int, batches: int,
+def _row(label: str, origin: str, digest: str, build: dict[str, Any], metric: str, n: int, batches: int,
          pairs: list[tuple[float, float]]) -> dict[str, Any]:
     k = np.array([p[0] for p in pairs])
-    return {"ghn": label, "origin": origin, "digest": digest, "metric": metric, "n": n, "batches": batches,
-            "kendall": k.tolist(), "spearman": [p[1] for p in pairs],
+    return {"ghn": label, "origin": origin, "digest": digest, "build": build, "metric": metric, "n": n,
+            "batches": batches, "kendall": k.tolist(), "spearman": [p[1] for p in pairs],
             "kendall_mean": float(k.mean()), "kendall_std": float(k.std()),
             "kendall_min": float(k.min()), "kendall_max": float(k.max()),
             "spearman_mean": float(np.mean([p[1] for p in pairs]))}
 
 
-def score_all(space, archs, truth, candidates, images, seeds, data, cache, build: dict[str, Any],
+def score_all(space, archs, truth, candidates, images, seeds, data, cache, builds: list[dict[str, Any]],
               rank_mean_batches: int = 1) -> list[dict[str, Any]]:
-    """One row per (candidate, metric, image count): Kendall tau / Spearman per seed.
+    """One row per (candidate, network size, metric, image count): Kendall tau / Spearman per seed.
 
-    With ``rank_mean_batches`` K > 1, also one row per (candidate, metric, image count) for
-    the rank mean over K image batches: the seeds are cut into consecutive groups of K (seeds
-    0-2, 3-5, ...), each group scores once, and the spread is over the groups."""
-    nets = Networks(space, archs, build)
+    With ``rank_mean_batches`` K > 1, also one row per (candidate, size, metric, image count)
+    for the rank mean over K image batches: the seeds are cut into consecutive groups of K
+    (seeds 0-2, 3-5, ...), each group scores once, and the spread is over the groups."""
     rows = []
-    for label, path, origin in candidates:
-        ghn, digest = load_ghn(path), file_digest(path)
-        recs = {}
-        for seed in seeds:
-            t1 = time.time()
-            x, y = image_batch(data, max(images), seed)
-            recs[seed] = score_snapshot(ghn, digest, nets, archs, x, y, seed, build, cache)
-            print(f"  {label} seed {seed}: {time.time() - t1:.0f}s", flush=True)
-        groups = [seeds[i:i + rank_mean_batches] for i in range(0, len(seeds), rank_mean_batches)]
-        for metric in METRICS:
-            for n in images:
-                vec = {s: base_vector(recs[s], archs, metric, n) for s in seeds}
-                rows.append(_row(label, origin, digest, metric, n, 1, [correlations(vec[s], truth) for s in seeds]))
-                if rank_mean_batches > 1:
-                    pairs = [correlations(rank_mean([vec[s] for s in g]), truth) for g in groups]
-                    rows.append(_row(label, origin, digest, metric, n, rank_mean_batches, pairs))
+    groups = [seeds[i:i + rank_mean_batches] for i in range(0, len(seeds), rank_mean_batches)]
+    for build in builds:
+        nets = Networks(space, archs, build)
+        for label, path, origin in candidates:
+            ghn, digest = load_ghn(path), file_digest(path)
+            recs = {}
+            for seed in seeds:
+                t1 = time.time()
+                x, y = image_batch(data, max(images), seed)
+                recs[seed] = score_snapshot(ghn, digest, nets, archs, x, y, seed, build, cache)
+                print(f"  {label} at {size_label(build)}, seed {seed}: {time.time() - t1:.0f}s", flush=True)
+            for metric in METRICS:
+                for n in images:
+                    vec = {s: base_vector(recs[s], archs, metric, n) for s in seeds}
+                    rows.append(_row(label, origin, digest, build, metric, n, 1,
+                                     [correlations(vec[s], truth) for s in seeds]))
+                    if rank_mean_batches > 1:
+                        pairs = [correlations(rank_mean([vec[s] for s in g]), truth) for g in groups]
+                        rows.append(_row(label, origin, digest, build, metric, n, rank_mean_batches, pairs))
     return rows
+
+
+def size_label(build: dict[str, Any] | None) -> str:
+    """``{'C': 16, 'layers': 8}`` -> ``'C=16,layers=8'`` (the flags' notation); results from
+    before sizes were recorded scored at the proxy size."""
+    return ",".join(f"{k}={v}" for k, v in build.items()) if build else "proxy size"
 
 
 def images_label(r: dict[str, Any]) -> str:
@@ -127,20 +135,21 @@ def markdown(res: dict) -> str:
     m = res["meta"]
     lines = [f"# The GHN proxy's own GHN: {m['space']}, {m['half']} half", "",
              f"Dev set `{m['dev_set']}`, **{m['half']} half** ({m['n_archs']} architectures), scored at "
-             f"{m['build']} on CIFAR-10 train-split images, image seeds {m['seeds']}, batch norm on batches "
+             f"{', '.join(size_label(b) for b in m.get('builds', [m.get('build')]))} on CIFAR-10 train-split images, image seeds {m['seeds']}, batch norm on batches "
              "of 100. Kendall tau against the dev set's accuracy: mean over seeds, std, [min, max] (images "
              "'KxN': the rank mean over K image batches of N, one score per group of K seeds).", "",
              f"Command: `{m['command']}` ({m['seconds']:.0f} s, {m['machine']})", ""]
     if m["half"] == "tune":
         c = res["chosen"]
         lines += [f"**Chosen** (best mean Kendall tau over the seeds): GHN `{c['ghn']}` ({c['origin']}), "
-                  f"metric `{c['metric']}`, {images_label(c)} images: tau {c['kendall_mean']:.3f} "
+                  f"size {size_label(c.get('build'))}, metric `{c['metric']}`, {images_label(c)} images: tau {c['kendall_mean']:.3f} "
                   f"(std {c['kendall_std']:.3f}, [{c['kendall_min']:.3f}, {c['kendall_max']:.3f}]), "
                   f"Spearman {c['spearman_mean']:.3f}.", ""]
-    lines += ["| GHN | metric | images | Kendall tau | std | min | max | Spearman |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["| GHN | size | metric | images | Kendall tau | std | min | max | Spearman |",
+              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in sorted(res["rows"], key=lambda r: -r["kendall_mean"]):
-        lines.append(f"| {r.get('role', '') + r['ghn']} | {r['metric']} | {images_label(r)} | {r['kendall_mean']:.3f} | "
+        lines.append(f"| {r.get('role', '') + r['ghn']} | {size_label(r.get('build'))} | {r['metric']} | "
+                     f"{images_label(r)} | {r['kendall_mean']:.3f} | "
                      f"{r['kendall_std']:.3f} | {r['kendall_min']:.3f} | {r['kendall_max']:.3f} | "
                      f"{r['spearman_mean']:.3f} |")
     return "\n".join(lines) + "\n"
@@ -163,9 +172,10 @@ def install(space: str, out_dir: Path) -> str:
     dst = asset_dir() / f"ghnas-{space}-cifar10-rank.pt"
     shutil.copyfile(src, dst)
     chosen_report = next(r for r in report["rows"] if r.get("role") == "CHOSEN: ")
-    meta = {"name": dst.stem, "space": space, "purpose": "rank",
-            "build_kwargs": tune["meta"].get("build") or PROXY_BUILD_KWARGS.get(space),
-            "choice": {k: c[k] for k in ("ghn", "origin", "metric", "n") if k in c},
+    # build_kwargs stays the size the GHN was trained at, which aggregates with this GHN score
+    # at; the GHN proxy alone ranks at the chosen size (ghnas.proxies.ghn.SPACE_SIZES)
+    meta = {"name": dst.stem, "space": space, "purpose": "rank", "build_kwargs": PROXY_BUILD_KWARGS.get(space),
+            "choice": {k: c[k] for k in ("ghn", "origin", "build", "metric", "n", "batches") if k in c},
             "tune": {k: c[k] for k in ("kendall_mean", "kendall_std", "kendall_min", "kendall_max")},
             "report": {k: chosen_report[k] for k in ("kendall_mean", "kendall_std", "kendall_min", "kendall_max")},
             "seeds": tune["meta"]["seeds"], "command": tune["meta"]["command"], "digest": c["digest"]}
@@ -191,7 +201,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", default="0,1,2,3,4,5")
     ap.add_argument("--max-archs", type=int, default=0, help="fixed subsample of the half (0: all of it)")
     ap.add_argument("--build", default=None,
-                    help="tune: the network size scored, e.g. 'C=16,layers=8' (default: the space's proxy size)")
+                    help="tune: the network sizes scored, e.g. 'C=8,layers=5;C=16,layers=8' (default: the space's "
+                         "proxy size)")
+    ap.add_argument("--reference-build", default=None,
+                    help="report: the reference's network size (default: the space's proxy size)")
     ap.add_argument("--rank-mean", type=int, default=1,
                     help="tune: also rows for the rank mean over this many image batches (seeds in groups of it)")
     ap.add_argument("--data-root", default=str(REPO.parent / "shared/data/cifar10"))
@@ -213,7 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     fetch = CACHE_ROOT / "ranking_ghn" / "candidates"
     images = sorted(int(v) for v in args.images.split(","))
     seeds = [int(s) for s in args.seeds.split(",")]
-    build = parse_build(args.build) if args.build else dict(PROXY_BUILD_KWARGS.get(args.space, {}))
+    default_build = dict(PROXY_BUILD_KWARGS.get(args.space, {}))
+    builds = [parse_build(b) for b in args.build.split(";")] if args.build else [default_build]
     if args.half == "tune":
         if not args.candidate:
             raise SystemExit("--half tune needs at least one --candidate")
@@ -233,13 +247,12 @@ def main(argv: list[str] | None = None) -> None:
             args.reference or "shipped=" + str(asset_dir() / f"ghnas-{args.space}-cifar10.pt"), args.space, fetch)
         ref_metric = args.reference_metric or GHNProxy().metric_for(args.space)
         ref_n = args.reference_images or GHNProxy.default_batch_size
+        ref_build = parse_build(args.reference_build) if args.reference_build else default_build
         candidates = [(c["ghn"], chosen_path, c["origin"])]
-        if file_digest(ref_path) != c["digest"]:
-            candidates.append((ref_label, ref_path, ref_origin))
-        else:  # the same weights: the reference is another metric / image count of the chosen GHN
+        if file_digest(ref_path) == c["digest"]:  # the reference is another setting of the chosen GHN
             ref_label = c["ghn"]
         images, seeds, args.max_archs = sorted({c["n"], ref_n}), tune["meta"]["seeds"], tune["meta"]["max_archs"]
-        build = tune["meta"].get("build") or build
+        builds = [c.get("build") or default_build]
         args.rank_mean = c.get("batches", 1)
     truth_map = dev_half(space, args.half, max_archs=args.max_archs)
     archs = list(truth_map)
@@ -249,7 +262,11 @@ def main(argv: list[str] | None = None) -> None:
 
     data = ghnas.data.load("cifar10", root=args.data_root, split="train")
     cache = JsonlCache(CACHE_ROOT / "ranking_ghn" / f"{args.space}.jsonl")
-    rows = score_all(space, archs, truth, candidates, images, seeds, data, cache, build, args.rank_mean)
+    rows = score_all(space, archs, truth, candidates, images, seeds, data, cache, builds, args.rank_mean)
+    if args.half == "report":  # the reference at its own size (a cache hit where it is the chosen one's)
+        rows += [{**r, "reference": True} for r in
+                 score_all(space, archs, truth, [(ref_label, ref_path, ref_origin)], [ref_n], seeds, data, cache,
+                           [ref_build])]
     res: dict[str, Any] = {"rows": rows}
     if args.half == "tune":
         best = max(rows, key=lambda r: r["kendall_mean"])
@@ -258,14 +275,14 @@ def main(argv: list[str] | None = None) -> None:
         keep = []
         for r in rows:
             batches = r.get("batches", 1)
-            if (r["ghn"] == c["ghn"] and r["metric"] == c["metric"] and r["n"] == c["n"]
-                    and batches == c.get("batches", 1)):
+            if r.pop("reference", False):
+                if r["metric"] == ref_metric and batches == 1:
+                    keep.append({**r, "role": f"reference ({ref_metric}, {ref_n} images): "})
+            elif r["metric"] == c["metric"] and r["n"] == c["n"] and batches == c.get("batches", 1):
                 keep.append({**r, "role": "CHOSEN: "})
-            elif r["ghn"] == ref_label and r["metric"] == ref_metric and r["n"] == ref_n and batches == 1:
-                keep.append({**r, "role": f"reference ({ref_metric}, {ref_n} images): "})
         res["rows"], res["chosen"] = keep, c
     res["meta"] = {"space": args.space, "half": args.half, "dev_set": repo_relative(str(DEV_SETS[args.space][0])),
-                   "n_archs": len(archs), "max_archs": args.max_archs, "build": build,
+                   "n_archs": len(archs), "max_archs": args.max_archs, "builds": builds,
                    "rank_mean": args.rank_mean, "seeds": seeds, "images": images,
                    "files": {lab: repo_relative(str(Path(p).resolve())) for lab, p, _ in candidates},
                    "command": command_line("choose_ranking_ghn.py", argv), "machine": machine(),

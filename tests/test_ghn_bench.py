@@ -110,12 +110,13 @@ def test_rank_mean_rows_score_each_group_of_seeds_once(random_ghn, tmp_path):
     build = {"C": 4, "N": 1}
     cache = _module("_ghnbench").JsonlCache(tmp_path / "c.jsonl")
     rows = choose.score_all(sp, archs, truth, [("g", random_ghn, "test")], [100], [0, 1, 2, 3],
-                            ghnas.data.load("sample"), cache, build, rank_mean_batches=2)
+                            ghnas.data.load("sample"), cache, [build], rank_mean_batches=2)
     single = {r["metric"]: r for r in rows if r["batches"] == 1}
     pooled = {r["metric"]: r for r in rows if r["batches"] == 2}
     assert set(single) == set(pooled) == set(curve.METRICS)
     assert len(single["prob"]["kendall"]) == 4 and len(pooled["prob"]["kendall"]) == 2
     assert choose.images_label(pooled["prob"]) == "2x100" and choose.images_label(single["prob"]) == "100"
+    assert pooled["prob"]["build"] == build and choose.size_label(build) == "C=4,N=1"
     # the rank mean of seeds 2 and 3, recomputed from the cached records
     ghn = __import__("ghnas.ghn", fromlist=["load_ghn"]).load_ghn(random_ghn)
     nets = curve.Networks(sp, archs, build)

@@ -221,6 +221,28 @@ def test_build_kwargs_defaults_and_ghn_sidecar(ghn_path, tmp_path):
     assert proxy_build_kwargs("darts", p) == {"C": 8, "layers": 5}
 
 
+def test_the_ghn_proxy_alone_ranks_darts_at_its_chosen_size(ghn_path):
+    from ghnas.integrations import ProxyScorer
+    from ghnas.proxies.ghn import SPACE_SIZES
+    from ghnas.searching import prepare_proxy
+
+    darts = search_spaces.get("darts")
+    chosen = SPACE_SIZES["darts"]
+    assert chosen != PROXY_BUILD_KWARGS["darts"]
+    assert prepare_proxy(darts, "ghn").build_kwargs == chosen
+    assert ProxyScorer("darts", "ghn").build_kwargs == chosen  # integrations decide alike
+    # an aggregate scores every member at one size: the one its GHN member was chosen with
+    for name in ("zero-shot", "ghn+params", "vote:ghn,synflow"):
+        assert prepare_proxy(darts, name).build_kwargs == PROXY_BUILD_KWARGS["darts"], name
+        assert ProxyScorer("darts", name).build_kwargs == PROXY_BUILD_KWARGS["darts"], name
+    # other GHN proxies, another GHN, another space, and a size the caller gives
+    assert prepare_proxy(darts, "ghn_finetune").build_kwargs == PROXY_BUILD_KWARGS["darts"]
+    assert prepare_proxy(darts, "ghn", ghn=str(ghn_path)).build_kwargs == PROXY_BUILD_KWARGS["darts"]
+    assert prepare_proxy(search_spaces.get("nb201"), "ghn").build_kwargs == PROXY_BUILD_KWARGS["nb201"]
+    assert prepare_proxy(darts, "ghn", build_kwargs={"C": 8, "layers": 5}).build_kwargs == {"C": 8, "layers": 5}
+    assert ProxyScorer("darts", "ghn", build_kwargs={"C": 4, "layers": 5}).build_kwargs == {"C": 4, "layers": 5}
+
+
 def test_ghnas_search_is_the_function_and_searching_the_package(ghn):
     import ghnas.searching as pkg
 

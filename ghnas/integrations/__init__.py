@@ -34,13 +34,14 @@ from typing import Any, Sequence
 __all__ = ["ProxyScorer", "default_build_kwargs", "default_batch_size", "quantile_threshold", "is_below", "resolve_ghn",
            "warm_start"]
 
-def default_build_kwargs(space_name: str, ghn: Any = None) -> dict[str, Any]:
-    """Proxy network size for a space, as :func:`ghnas.search` chooses it: the sizes the
-    GHN was trained at when they are recorded, else
-    ``ghnas.searching.PROXY_BUILD_KWARGS[space]`` (``{}`` for other spaces)."""
+def default_build_kwargs(space_name: str, ghn: Any = None, proxy: Any = None) -> dict[str, Any]:
+    """Proxy network size for a space, as :func:`ghnas.search` chooses it
+    (:func:`ghnas.searching.proxy_build_kwargs`): for the GHN proxy alone with the space's
+    ranking GHN the size it ranks at, else the sizes the GHN was trained at when they are
+    recorded, else ``ghnas.searching.PROXY_BUILD_KWARGS[space]`` (``{}`` for other spaces)."""
     from ghnas.searching import proxy_build_kwargs
 
-    return proxy_build_kwargs(space_name, ghn)
+    return proxy_build_kwargs(space_name, ghn, proxy)
 
 
 def default_batch_size(proxy: Any, space: Any = None) -> int:
@@ -101,7 +102,8 @@ class ProxyScorer:
 
             ref = GHNRef.default(name, "rank")
         self.build_kwargs = (dict(build_kwargs) if build_kwargs is not None
-                             else default_build_kwargs(name, ref if ref is not None and ref.saved else None))
+                             else default_build_kwargs(name, ref if ref is not None and ref.saved else None,
+                                                       self.proxy))
         self.seed = int(seed)
         self.batch_size = int(batch_size) if batch_size is not None else default_batch_size(self.proxy)
         self.cache = cache

@@ -35,6 +35,12 @@ DEFAULT_METRIC = "neg_loss"
 #: images of a space's GHN proxy made by name for that space (``get_proxy('ghn', space=...)``,
 #: ``score(..., proxy='ghn')``, searches), chosen with the metric; otherwise default_batch_size
 SPACE_IMAGES = {"darts": 200}
+#: network size of a space's GHN proxy alone (not in an aggregate) with the space's shipped
+#: ranking GHN, chosen with the metric (``ghnas.searching.ranking_size``; an explicit
+#: ``build_kwargs`` wins). On NB301's tuning half (six image seeds) minus the true-label
+#: probability ranks at C=16 with 8 cells better than at the proxy size, C=8 with 5 cells
+#: (benchmarks/results/ranking_ghn/darts_tune.md).
+SPACE_SIZES = {"darts": {"C": 16, "layers": 8}}
 
 
 @register_proxy("ghn")

@@ -6,10 +6,14 @@ Network sizes for proxies
 Proxies score small versions of the networks, so a search of 100 architectures takes
 minutes on a CPU. :data:`PROXY_BUILD_KWARGS` holds the default size per space (NB201:
 ``C=8, N=1``; DARTS: ``C=8, layers=5``); the GHNs shipped with ghnas are trained at the
-same sizes. The size is chosen in this order: ``build_kwargs`` given by the user; the
-size the proxy's GHN was trained at (:meth:`ghnas.ghn.GHNRef.build_kwargs`: its registry
-entry, a ``<checkpoint>.json`` sidecar, or the ``config.json`` of a ``ghnas meta-train``
-run folder); :data:`PROXY_BUILD_KWARGS`.
+same sizes. The size is chosen in this order: ``build_kwargs`` given by the user; for the
+GHN proxy alone (``'ghn'``, not in an aggregate) with the space's shipped ranking GHN, the
+size it was chosen to rank that space at (:data:`ghnas.proxies.ghn.SPACE_SIZES`: DARTS
+``C=16, layers=8``); the size the proxy's GHN was trained at
+(:meth:`ghnas.ghn.GHNRef.build_kwargs`: its registry entry, a ``<checkpoint>.json`` sidecar,
+or the ``config.json`` of a ``ghnas meta-train`` run folder); :data:`PROXY_BUILD_KWARGS`.
+An aggregate scores all its members at one size, so the GHN member of ``'zero-shot'``
+scores at the shared size it was chosen with.
 
 Image batch
 -----------
@@ -29,7 +33,7 @@ from ..errors import InputError
 from ..ghn.ref import GHNRef
 
 __all__ = ["PROXY_BUILD_KWARGS", "VAL_IMAGES", "ProxySetup", "prepare_proxy", "proxy_build_kwargs",
-           "ghn_build_kwargs", "proxy_images", "train_val_images", "proxy_members"]
+           "ghn_build_kwargs", "ranking_size", "proxy_images", "train_val_images", "proxy_members"]
 
 #: Default network size per space when a proxy scores architectures (small, so that a
 #: CPU scores ~100 architectures in minutes). The GHNs shipped with ghnas
@@ -51,12 +55,33 @@ def ghn_build_kwargs(ghn: Any, space: str | None = None) -> dict[str, Any] | Non
     return GHNRef.of(ghn).build_kwargs(space)
 
 
-def proxy_build_kwargs(space: str, ghn: Any = None) -> dict[str, Any]:
-    """Default network size for proxies on ``space`` (see the module docstring)."""
+def proxy_build_kwargs(space: str, ghn: Any = None, proxy: Any = None) -> dict[str, Any]:
+    """Default network size for proxies on ``space`` (see the module docstring); ``proxy``
+    (an instance) is the proxy that will score, ``ghn`` the GHN it predicts with."""
+    ranking = ranking_size(space, proxy)
+    if ranking is not None:
+        return ranking
     from_ghn = ghn_build_kwargs(ghn, space) if ghn is not None else None
     if from_ghn:
         return from_ghn
     return dict(PROXY_BUILD_KWARGS.get(space, {}))
+
+
+def ranking_size(space: str, proxy: Any) -> dict[str, Any] | None:
+    """The size the GHN proxy alone ranks ``space`` at with the space's shipped ranking GHN
+    (:data:`ghnas.proxies.ghn.SPACE_SIZES`), when ``proxy`` is that proxy; else ``None``."""
+    from ..proxies.ghn import SPACE_SIZES
+
+    if proxy is None or getattr(proxy, "name", None) != "ghn" or space not in SPACE_SIZES:
+        return None
+    ref = proxy.ghn_ref
+    try:
+        shipped = GHNRef.default(space, "rank").label
+    except FileNotFoundError:
+        return None
+    if ref is not None and ref.label != shipped:
+        return None  # another GHN: the size was chosen with the shipped one only
+    return dict(SPACE_SIZES[space])
 
 
 def proxy_members(proxy: Any) -> list[Any]:
@@ -117,7 +142,7 @@ def prepare_proxy(space: Any, proxy: Any, *, ghn: Any = None, proxy_kwargs: Mapp
     if build_kwargs is not None:
         kw = dict(build_kwargs)
     else:
-        kw = proxy_build_kwargs(space_name, ref if ref is not None and ref.saved else None)
+        kw = proxy_build_kwargs(space_name, ref if ref is not None and ref.saved else None, prox)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     bs = (int(batch_size) if batch_size is not None else int(prox.default_batch_size)) if prox.needs_data else None
