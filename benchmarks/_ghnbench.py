@@ -42,9 +42,11 @@ def repo_relative(text: str) -> str:
 
 def command_line(script: str, argv: list[str] | None) -> str:
     """How a result file records the command that made it (paths relative to the repo)."""
+    import shlex
     import sys
 
-    return repo_relative(f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv))
+    # quoted as a shell needs it ('C=8,layers=5;C=16,layers=8'), so the line can be pasted
+    return repo_relative(f"python benchmarks/{script} " + shlex.join(sys.argv[1:] if argv is None else argv))
 
 _STEP_FILE = re.compile(r"^ghn_step(\d+)\.pt$")
 

@@ -17,6 +17,8 @@ to import ghnas, to load the images, to score, and ``s/arch`` = (images + scorin
     # a candidate aggregate ('+' between members; settings and batches as bench_proxies'):
     # members that share a pass (AZ-NAS's statistics) cost less together than apart
     python benchmarks/bench_proxy_speed.py --space darts --proxies az_expressivity+az_progressivity
+    # at another of bench_proxies' sizes: NAME@SIZE (the GHN proxy alone ranks DARTS at 'bench')
+    python benchmarks/bench_proxy_speed.py --space darts --proxies ghn:200@bench
 
 Writes ``benchmarks/results/proxy_speed/<space>.{json,md}`` (merged with earlier runs, so
 proxies can be measured a few at a time).
@@ -51,6 +53,11 @@ def measure(space: str, proxy: str, n: int, root: Path) -> dict:
     torch.set_num_threads(1)
     t_import = time.perf_counter() - t0
     archs = read_rows(space, root)[0][0::2][:n]
+    spec, _, size = proxy.partition("@")  # 'ghn:200@bench': at bench_proxies' size 'bench'
+    size = size or "proxy"
+    if size not in SPACES[space]["sizes"]:
+        raise SystemExit(f"{proxy}: unknown size {size!r}; valid: {', '.join(SPACES[space]['sizes'])}")
+    proxy = spec
     if proxy == "zero-shot":
         prox, bs = get_proxy("zero-shot", space=space), None
     elif "+" in proxy:  # a candidate aggregate: its members as bench_proxies scores them
@@ -63,7 +70,6 @@ def measure(space: str, proxy: str, n: int, root: Path) -> dict:
         # 'name:N': on N images (e.g. 'ghn:1000'); the GHN proxy uses the space's shipped GHN
         name, _, images = proxy.partition(":")
         prox, bs = proxy_for(name, 0, int(images) if images else None, space=space)
-    size = "proxy"
     build = SPACES[space]["sizes"][size]
     t1 = time.perf_counter()
     images = gdata.load("sample") if prox.needs_data else None
@@ -72,7 +78,7 @@ def measure(space: str, proxy: str, n: int, root: Path) -> dict:
     table = score(archs, space, prox, images, 0, bs, build, progress=False, device="cpu")
     t_score = time.perf_counter() - t2
     assert len(table) == n
-    return {"space": space, "proxy": proxy, "size": size, "batch": bs, "n": n,
+    return {"space": space, "proxy": spec if size == "proxy" else f"{spec}@{size}", "size": size, "batch": bs, "n": n,
             "import_s": round(t_import, 3), "data_s": round(t_data, 3), "score_s": round(t_score, 3),
             "s_per_arch": round((t_data + t_score) / n, 4), "label": table.proxy}
 

@@ -14,6 +14,11 @@ CIFAR-10 *training* images, for each image seed of ``--seeds`` and each image co
 Kendall tau over the seeds. Many seeds, because one image batch can swing the tau by 0.3
 (a choice made on three seeds' 200 images did not hold on new seeds).
 
+``--build 'C=8,layers=5;C=16,layers=8'`` scores every candidate at each size (default: the
+space's proxy size); ``--rank-mean K`` adds, for information, rows for the rank mean over K
+image batches (seeds in groups of K), which the choice passes over: the GHN proxy scores
+each architecture on its own.
+
 ``--half report``: the choice, and the GHN proxy as shipped before it (``--reference``, scored
 with ``--reference-metric``, by default the proxy's metric for the space), on the reporting
 half (odd rows), same seeds. Nothing is chosen there. On DARTS (where the metric changed):
@@ -178,7 +183,8 @@ def install(space: str, out_dir: Path) -> str:
             "choice": {k: c[k] for k in ("ghn", "origin", "build", "metric", "n", "batches") if k in c},
             "tune": {k: c[k] for k in ("kendall_mean", "kendall_std", "kendall_min", "kendall_max")},
             "report": {k: chosen_report[k] for k in ("kendall_mean", "kendall_std", "kendall_min", "kendall_max")},
-            "seeds": tune["meta"]["seeds"], "command": tune["meta"]["command"], "digest": c["digest"]}
+            "seeds": tune["meta"]["seeds"], "report_seeds": report["meta"]["seeds"],
+            "command": tune["meta"]["command"], "digest": c["digest"]}
     write_atomic(dst.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
     return f"installed {c['ghn']} ({c['origin']}) as {repo_relative(str(dst))}"
 
@@ -198,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="report: the reference's image count (default: GHNProxy.default_batch_size, 1,000, the "
                          "GHN proxy's count on every space before per-space counts; DARTS now scores on 200)")
     ap.add_argument("--images", default="200,500,1000")
-    ap.add_argument("--seeds", default="0,1,2,3,4,5")
+    ap.add_argument("--seeds", default=None,
+                    help="image seeds (tune default: 0,1,2,3,4,5; report default: the tuning stage's)")
     ap.add_argument("--max-archs", type=int, default=0, help="fixed subsample of the half (0: all of it)")
     ap.add_argument("--build", default=None,
                     help="tune: the network sizes scored, e.g. 'C=8,layers=5;C=16,layers=8' (default: the space's "
@@ -206,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reference-build", default=None,
                     help="report: the reference's network size (default: the space's proxy size)")
     ap.add_argument("--rank-mean", type=int, default=1,
-                    help="tune: also rows for the rank mean over this many image batches (seeds in groups of it)")
+                    help="tune: also rows for the rank mean over this many image batches (seeds in groups of it; "
+                         "for information, never chosen)")
     ap.add_argument("--data-root", default=str(REPO.parent / "shared/data/cifar10"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -225,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     space = search_spaces.get(args.space)
     fetch = CACHE_ROOT / "ranking_ghn" / "candidates"
     images = sorted(int(v) for v in args.images.split(","))
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in (args.seeds or "0,1,2,3,4,5").split(",")]
     default_build = dict(PROXY_BUILD_KWARGS.get(args.space, {}))
     builds = [parse_build(b) for b in args.build.split(";")] if args.build else [default_build]
     if args.half == "tune":
@@ -251,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
         candidates = [(c["ghn"], chosen_path, c["origin"])]
         if file_digest(ref_path) == c["digest"]:  # the reference is another setting of the chosen GHN
             ref_label = c["ghn"]
-        images, seeds, args.max_archs = sorted({c["n"], ref_n}), tune["meta"]["seeds"], tune["meta"]["max_archs"]
+        images, args.max_archs = sorted({c["n"], ref_n}), tune["meta"]["max_archs"]
+        seeds = seeds if args.seeds else tune["meta"]["seeds"]
         builds = [c.get("build") or default_build]
         args.rank_mean = c.get("batches", 1)
     truth_map = dev_half(space, args.half, max_archs=args.max_archs)
@@ -269,7 +278,9 @@ def main(argv: list[str] | None = None) -> None:
                            [ref_build])]
     res: dict[str, Any] = {"rows": rows}
     if args.half == "tune":
-        best = max(rows, key=lambda r: r["kendall_mean"])
+        # chosen among what the GHN proxy computes per architecture; the rank-mean rows show
+        # what averaging over image batches (a set-level aggregate) would add
+        best = max((r for r in rows if r["batches"] == 1), key=lambda r: r["kendall_mean"])
         res["chosen"] = {k: best[k] for k in best if k not in ("kendall", "spearman")}
     else:
         keep = []

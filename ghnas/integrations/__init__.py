@@ -65,7 +65,7 @@ class ProxyScorer:
             data batch is loaded once, on first use.
         build_kwargs: network size; ``None`` uses :func:`default_build_kwargs`.
         batch_size: ``None`` uses :func:`default_batch_size` (1,000 images for the GHN
-            proxy, 200 on DARTS, 64 for the others), as :func:`ghnas.search` does, so both share
+            proxy, 500 on DARTS, 64 for the others), as :func:`ghnas.search` does, so both share
             a cache file.
 
     Scores are the values :func:`ghnas.proxies.score` returns for the same settings

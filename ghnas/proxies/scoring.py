@@ -381,7 +381,7 @@ def score(
             proxy needs data. ``'sample'`` is the small CIFAR-10 sample shipped with ghnas.
         seed: run seed (data batch and network initialisations).
         batch_size: images in the batch given to data-dependent proxies (default: the
-            proxy's ``default_batch_size``, 1,000 for the GHN proxy (200 when ``proxy='ghn'`` on DARTS) and 64 otherwise; for an
+            proxy's ``default_batch_size``, 1,000 for the GHN proxy (500 when ``proxy='ghn'`` on DARTS) and 64 otherwise; for an
             ensemble, see below).
         build_kwargs: passed to ``space.build(arch, **build_kwargs)`` (e.g. ``C``, ``N``).
         progress: show a tqdm progress bar.
@@ -401,7 +401,7 @@ def score(
     only what is new. One batch of ``batch_size`` images (default: the largest member's
     ``default_batch_size``) is drawn, and each data-dependent member takes its first
     ``min(batch_size, member.default_batch_size)`` images: a member scores exactly as it
-    does alone with its own batch size (MeCo 1 image, SWAP 16, ZiCo 128, a GHN 200), and
+    does alone with its own batch size (MeCo 1 image, SWAP 16, ZiCo 128, the DARTS default's GHN 200), and
     shares those cached scores.
 
     Returns:

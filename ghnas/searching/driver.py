@@ -77,7 +77,7 @@ def search(
             a lock keeps two runs out of one folder.
         data_root: ``root`` for :func:`ghnas.data.load`.
         batch_size: images in the proxy's batch (default: the proxy's
-            ``default_batch_size``, 1,000 for the GHN proxy (200 on DARTS) and 64 otherwise).
+            ``default_batch_size``, 1,000 for the GHN proxy (500 on DARTS) and 64 otherwise).
         val_size: images in the validation split carved from a named dataset (default
             :func:`ghnas.data.default_val_size`: 5,000 for CIFAR-10, a tenth of a small
             ImageFolder).

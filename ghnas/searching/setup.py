@@ -18,7 +18,7 @@ scores at the shared size it was chosen with.
 Image batch
 -----------
 A proxy that needs data gets ``batch_size`` images (default: the proxy's
-``default_batch_size``: 1,000 for the GHN proxy (200 on DARTS), 64 for the baselines, the largest of
+``default_batch_size``: 1,000 for the GHN proxy (500 on DARTS), 64 for the baselines, the largest of
 the members' for an ensemble) drawn with the run's seed from the validation split of
 the dataset (``val_size`` images carved from its training images; the shipped
 ``'sample'`` has only test images and is used whole).
