@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         images, args.max_archs = sorted({c["n"], ref_n}), tune["meta"]["max_archs"]
         seeds = seeds if args.seeds else tune["meta"]["seeds"]
         builds = [c.get("build") or default_build]
-        args.rank_mean = c.get("batches", 1)
+        args.rank_mean = 1  # the choice is always per architecture (never a rank-mean row)
     truth_map = dev_half(space, args.half, max_archs=args.max_archs)
     archs = list(truth_map)
     truth = np.array([truth_map[a] for a in archs])
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
             if r.pop("reference", False):
                 if r["metric"] == ref_metric and batches == 1:
                     keep.append({**r, "role": f"reference ({ref_metric}, {ref_n} images): "})
-            elif r["metric"] == c["metric"] and r["n"] == c["n"] and batches == c.get("batches", 1):
+            elif r["metric"] == c["metric"] and r["n"] == c["n"] and batches == 1:
                 keep.append({**r, "role": "CHOSEN: "})
         res["rows"], res["chosen"] = keep, c
     res["meta"] = {"space": args.space, "half": args.half, "dev_set": repo_relative(str(DEV_SETS[args.space][0])),

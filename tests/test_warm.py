@@ -159,13 +159,12 @@ def test_noise_scales_with_filter_correlation_and_is_seeded():
     assert changed == ["0.weight", "1.weight", "1.bias"]  # conv, then the norm layer after it
     assert torch.equal(net[3].weight, before["3.weight"])  # the classifier is never touched
     delta = {k: dict(net.named_parameters())[k].detach() - before[k] for k in changed}
-    again = nn.Sequential(*[m for m in net])
-    with torch.no_grad():
-        for k, v in again.named_parameters():
+    with torch.no_grad():  # back to the weights before the noise, then the same seed again
+        for k, v in net.named_parameters():
             v.copy_(before[k])
-    assert decorrelate_weights(again, orthogonalize=False, noise=0.5, seed=3) == changed
+    assert decorrelate_weights(net, orthogonalize=False, noise=0.5, seed=3) == changed
     for k in changed:  # the same seed gives the same noise
-        torch.testing.assert_close(dict(again.named_parameters())[k].detach() - before[k], delta[k])
+        torch.testing.assert_close(dict(net.named_parameters())[k].detach() - before[k], delta[k])
     c = torch.corrcoef(before["0.weight"].reshape(8, -1).double())
     assert float(delta["0.weight"].std()) == pytest.approx(0.5 * float(c.std()), rel=0.25)
 
