@@ -17,7 +17,9 @@ Kendall tau over the seeds. Many seeds, because one image batch can swing the ta
 ``--build 'C=8,layers=5;C=16,layers=8'`` scores every candidate at each size (default: the
 space's proxy size); ``--rank-mean K`` adds, for information, rows for the rank mean over K
 image batches (seeds in groups of K), which the choice passes over: the GHN proxy scores
-each architecture on its own.
+each architecture on its own. ``--ensemble name=a+b+c`` adds rows for the mean of candidates
+``a``, ``b`` and ``c``'s measures per architecture (a checkpoint ensemble, e.g. snapshots of one
+run), also for information: the GHN proxy loads one GHN.
 
 ``--half report``: the choice, and the GHN proxy as shipped before it (``--reference``, scored
 with ``--reference-metric``, by default the proxy's metric for the space), on the reporting
@@ -95,25 +97,56 @@ def _row(label: str, origin: str, digest: str, build: dict[str, Any], metric: st
             "spearman_mean": float(np.mean([p[1] for p in pairs]))}
 
 
+def mean_records(members: list[dict[str, dict[str, list]]]) -> dict[str, dict[str, list]]:
+    """Per architecture, each measure of each image batch averaged over several GHNs' records:
+    the scores of a checkpoint ensemble, still one per architecture."""
+    return {a: {f: np.mean([m[a][f] for m in members], axis=0).tolist() for f in members[0][a]}
+            for a in members[0]}
+
+
+def parse_ensembles(specs: list[str], labels: list[str]) -> dict[str, list[str]]:
+    """``['ens=a+b+c']`` -> ``{'ens': ['a', 'b', 'c']}``, every member a candidate's label."""
+    out = {}
+    for spec in specs:
+        name, _, members = spec.partition("=")
+        parts = [m for m in members.split("+") if m]
+        if not name or len(parts) < 2:
+            raise SystemExit(f"--ensemble wants name=label+label[+...], got {spec!r}")
+        unknown = [m for m in parts if m not in labels]
+        if unknown:
+            raise SystemExit(f"--ensemble {spec}: {unknown} are not --candidate labels ({labels})")
+        out[name] = parts
+    return out
+
+
 def score_all(space, archs, truth, candidates, images, seeds, data, cache, builds: list[dict[str, Any]],
-              rank_mean_batches: int = 1) -> list[dict[str, Any]]:
+              rank_mean_batches: int = 1, ensembles: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
     """One row per (candidate, network size, metric, image count): Kendall tau / Spearman per seed.
 
     With ``rank_mean_batches`` K > 1, also one row per (candidate, size, metric, image count)
     for the rank mean over K image batches: the seeds are cut into consecutive groups of K
-    (seeds 0-2, 3-5, ...), each group scores once, and the spread is over the groups."""
+    (seeds 0-2, 3-5, ...), each group scores once, and the spread is over the groups.
+    ``ensembles`` (name -> candidate labels) add rows for each ensemble's mean records
+    (:func:`mean_records`), which carry their ``members``."""
     rows = []
     groups = [seeds[i:i + rank_mean_batches] for i in range(0, len(seeds), rank_mean_batches)]
     for build in builds:
         nets = Networks(space, archs, build)
+        scored: dict[str, dict[int, dict]] = {}
         for label, path, origin in candidates:
             ghn, digest = load_ghn(path), file_digest(path)
-            recs = {}
+            recs = scored[label] = {}
             for seed in seeds:
                 t1 = time.time()
                 x, y = image_batch(data, max(images), seed)
                 recs[seed] = score_snapshot(ghn, digest, nets, archs, x, y, seed, build, cache)
                 print(f"  {label} at {size_label(build)}, seed {seed}: {time.time() - t1:.0f}s", flush=True)
+        runs = [(label, origin, file_digest(path), scored[label], None) for label, path, origin in candidates]
+        for name, members in (ensembles or {}).items():
+            recs = {s: mean_records([scored[m][s] for m in members]) for s in seeds}
+            runs.append((name, "mean of " + "+".join(members), None, recs, members))
+        for label, origin, digest, recs, members in runs:
+            first = len(rows)
             for metric in METRICS:
                 for n in images:
                     vec = {s: base_vector(recs[s], archs, metric, n) for s in seeds}
@@ -122,6 +155,9 @@ def score_all(space, archs, truth, candidates, images, seeds, data, cache, build
                     if rank_mean_batches > 1:
                         pairs = [correlations(rank_mean([vec[s] for s in g]), truth) for g in groups]
                         rows.append(_row(label, origin, digest, build, metric, n, rank_mean_batches, pairs))
+            if members:
+                for r in rows[first:]:
+                    r["members"] = members
     return rows
 
 
@@ -153,7 +189,8 @@ def markdown(res: dict) -> str:
     lines += ["| GHN | size | metric | images | Kendall tau | std | min | max | Spearman |",
               "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in sorted(res["rows"], key=lambda r: -r["kendall_mean"]):
-        lines.append(f"| {r.get('role', '') + r['ghn']} | {size_label(r.get('build'))} | {r['metric']} | "
+        name = r.get("role", "") + r["ghn"] + (f" (mean of {' + '.join(r['members'])})" if "members" in r else "")
+        lines.append(f"| {name} | {size_label(r.get('build'))} | {r['metric']} | "
                      f"{images_label(r)} | {r['kendall_mean']:.3f} | "
                      f"{r['kendall_std']:.3f} | {r['kendall_min']:.3f} | {r['kendall_max']:.3f} | "
                      f"{r['spearman_mean']:.3f} |")
@@ -215,6 +252,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rank-mean", type=int, default=1,
                     help="tune: also rows for the rank mean over this many image batches (seeds in groups of it; "
                          "for information, never chosen)")
+    ap.add_argument("--ensemble", action="append", default=[],
+                    help="tune: name=label+label[+...]: also rows for the mean of these candidates' measures per "
+                         "architecture (a checkpoint ensemble; for information, never chosen)")
     ap.add_argument("--data-root", default=str(REPO.parent / "shared/data/cifar10"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -242,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         if len(seeds) % args.rank_mean:
             raise SystemExit(f"--rank-mean {args.rank_mean} needs a multiple of {args.rank_mean} seeds, got {len(seeds)}")
         candidates = [resolve_candidate(c, args.space, fetch) for c in args.candidate]
+        ensembles = parse_ensembles(args.ensemble, [c[0] for c in candidates])
     else:
         tune = json.loads((args.out / f"{args.space}_tune.json").read_text())
         c = tune["chosen"]
@@ -263,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
         seeds = seeds if args.seeds else tune["meta"]["seeds"]
         builds = [c.get("build") or default_build]
         args.rank_mean = 1  # the choice is always per architecture (never a rank-mean row)
+        ensembles = {}
     truth_map = dev_half(space, args.half, max_archs=args.max_archs)
     archs = list(truth_map)
     truth = np.array([truth_map[a] for a in archs])
@@ -271,16 +313,16 @@ def main(argv: list[str] | None = None) -> None:
 
     data = ghnas.data.load("cifar10", root=args.data_root, split="train")
     cache = JsonlCache(CACHE_ROOT / "ranking_ghn" / f"{args.space}.jsonl")
-    rows = score_all(space, archs, truth, candidates, images, seeds, data, cache, builds, args.rank_mean)
+    rows = score_all(space, archs, truth, candidates, images, seeds, data, cache, builds, args.rank_mean, ensembles)
     if args.half == "report":  # the reference at its own size (a cache hit where it is the chosen one's)
         rows += [{**r, "reference": True} for r in
                  score_all(space, archs, truth, [(ref_label, ref_path, ref_origin)], [ref_n], seeds, data, cache,
                            [ref_build])]
     res: dict[str, Any] = {"rows": rows}
     if args.half == "tune":
-        # chosen among what the GHN proxy computes per architecture; the rank-mean rows show
-        # what averaging over image batches (a set-level aggregate) would add
-        best = max((r for r in rows if r["batches"] == 1), key=lambda r: r["kendall_mean"])
+        # chosen among what the GHN proxy computes with one GHN, per architecture; the rank-mean
+        # and ensemble rows show what averaging over image batches or GHNs would add
+        best = max((r for r in rows if r["batches"] == 1 and "members" not in r), key=lambda r: r["kendall_mean"])
         res["chosen"] = {k: best[k] for k in best if k not in ("kendall", "spearman")}
     else:
         keep = []
@@ -294,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
         res["rows"], res["chosen"] = keep, c
     res["meta"] = {"space": args.space, "half": args.half, "dev_set": repo_relative(str(DEV_SETS[args.space][0])),
                    "n_archs": len(archs), "max_archs": args.max_archs, "builds": builds,
-                   "rank_mean": args.rank_mean, "seeds": seeds, "images": images,
+                   "rank_mean": args.rank_mean, "ensembles": ensembles, "seeds": seeds, "images": images,
                    "files": {lab: repo_relative(str(Path(p).resolve())) for lab, p, _ in candidates},
                    "command": command_line("choose_ranking_ghn.py", argv), "machine": machine(),
                    "torch": torch.__version__, "seconds": time.time() - t0}

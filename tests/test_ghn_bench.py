@@ -129,6 +129,41 @@ def test_rank_mean_rows_score_each_group_of_seeds_once(random_ghn, tmp_path):
     assert pooled["prob"]["kendall"][1] == pytest.approx(tau)
 
 
+def test_ensemble_rows_average_the_members_measures_per_architecture(random_ghn, tmp_path):
+    """--ensemble: the mean of two GHNs' measures per architecture, never chosen; a GHN with
+    itself scores exactly as the GHN alone."""
+    import torch
+
+    import ghnas.data
+    from ghnas.ghn import GHN2, load_ghn, save_ghn
+
+    choose, curve = _module("choose_ranking_ghn"), _module("ghn_proxy_curve")
+    other = tmp_path / "other.pt"
+    torch.manual_seed(1)
+    save_ghn(GHN2(hid=16, max_shape=(16, 16, 3, 3)), other)
+    sp = search_spaces.get("nb201")
+    archs = sp.sample_many(5, seed=1, unique=True)
+    truth, build = np.arange(5.0), {"C": 4, "N": 1}
+    cands = [("a", random_ghn, "test"), ("b", other, "test")]
+    ens = choose.parse_ensembles(["ab=a+b", "aa=a+a"], ["a", "b"])
+    rows = choose.score_all(sp, archs, truth, cands, [100], [0, 1], ghnas.data.load("sample"),
+                            _module("_ghnbench").JsonlCache(tmp_path / "c.jsonl"), [build], ensembles=ens)
+    by = {(r["ghn"], r["metric"]): r for r in rows}
+    assert by[("ab", "prob")]["members"] == ["a", "b"] and "members" not in by[("a", "prob")]
+    assert by[("aa", "neg_loss")]["kendall"] == pytest.approx(by[("a", "neg_loss")]["kendall"])
+    recs = {lab: curve.score_snapshot(load_ghn(path),
+                                      choose.file_digest(path), curve.Networks(sp, archs, build), archs,
+                                      *curve.image_batch(ghnas.data.load("sample"), 100, 1), 1, build,
+                                      _module("_ghnbench").JsonlCache(tmp_path / "c.jsonl"))
+            for lab, path, _ in cands}
+    mean_prob = [(recs["a"][x]["prob"][0] + recs["b"][x]["prob"][0]) / 2 for x in archs]
+    assert by[("ab", "prob")]["kendall"][1] == pytest.approx(curve.correlations(np.array(mean_prob), truth)[0])
+    with pytest.raises(SystemExit, match="not --candidate labels"):
+        choose.parse_ensembles(["x=a+c"], ["a", "b"])
+    with pytest.raises(SystemExit, match="name=label"):
+        choose.parse_ensembles(["x=a"], ["a"])
+
+
 def test_committed_run_keeps_the_history_gzipped_and_restores_it(tmp_path):
     train = _module("train_shipped_ghns")
     run, git, again = tmp_path / "run", tmp_path / "git", tmp_path / "again"
