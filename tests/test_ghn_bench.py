@@ -377,3 +377,27 @@ def test_finetune_formulations_per_seed_and_rank_mean_over_seeds():
     forms = curve.candidate_formulations([200], [], [5], 200, 1, n_ft_seeds=2)
     assert {"kind": "finetune_seeds", "metric": "neg_loss", "n": 200, "steps": 5} in forms
     assert curve.formulation_label(forms[-1]).startswith("finetune, rank mean over image seeds")
+
+
+def test_average_ghns_is_the_uniform_mean_of_the_snapshots(tmp_path):
+    import torch
+
+    from ghnas.ghn import GHN2, load_ghn, save_ghn
+
+    avg = _module("average_ghns")
+    paths = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        paths.append(save_ghn(GHN2(hid=8, max_shape=(8, 8, 3, 3)), tmp_path / f"g{seed}.pt"))
+    avg.main([str(tmp_path / "avg.pt"), *map(str, paths)])
+    mean, ghns = load_ghn(tmp_path / "avg.pt"), [load_ghn(p) for p in paths]
+    for name, value in mean.state_dict().items():
+        expect = sum(g.state_dict()[name] for g in ghns) / 3
+        assert torch.allclose(value, expect, atol=1e-6), name
+    save_ghn(GHN2(hid=16, max_shape=(8, 8, 3, 3)), tmp_path / "other.pt")
+    with pytest.raises(SystemExit, match="another GHN"):
+        avg.main([str(tmp_path / "x.pt"), str(paths[0]), str(tmp_path / "other.pt")])
+    with pytest.raises(SystemExit, match="at least two"):
+        avg.main([str(tmp_path / "x.pt"), str(paths[0])])
+    with pytest.raises(SystemExit, match="missing"):
+        avg.main([str(tmp_path / "x.pt"), str(paths[0]), str(tmp_path / "absent.pt")])
