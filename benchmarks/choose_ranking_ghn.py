@@ -112,6 +112,8 @@ def parse_ensembles(specs: list[str], labels: list[str]) -> dict[str, list[str]]
         parts = [m for m in members.split("+") if m]
         if not name or len(parts) < 2:
             raise SystemExit(f"--ensemble wants name=label+label[+...], got {spec!r}")
+        if name in labels or name in out:
+            raise SystemExit(f"--ensemble {spec}: the name {name!r} is taken (candidates: {labels})")
         unknown = [m for m in parts if m not in labels]
         if unknown:
             raise SystemExit(f"--ensemble {spec}: {unknown} are not --candidate labels ({labels})")

@@ -162,6 +162,8 @@ def test_ensemble_rows_average_the_members_measures_per_architecture(random_ghn,
         choose.parse_ensembles(["x=a+c"], ["a", "b"])
     with pytest.raises(SystemExit, match="name=label"):
         choose.parse_ensembles(["x=a"], ["a"])
+    with pytest.raises(SystemExit, match="is taken"):
+        choose.parse_ensembles(["a=a+b"], ["a", "b"])
 
 
 def test_committed_run_keeps_the_history_gzipped_and_restores_it(tmp_path):
