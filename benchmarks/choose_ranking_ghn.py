@@ -87,10 +87,10 @@ def resolve_candidate(spec: str, space: str, fetch_dir: Path) -> tuple[str, Path
     return label, path, repo_relative(str(path.resolve()))
 
 
-def _row(label: str, origin: str, digest: str, build: dict[str, Any], metric: str, n: int, batches: int,
-         pairs: list[tuple[float, float]]) -> dict[str, Any]:
+def _row(label: str, origin: str, digest: str | None, build: dict[str, Any], metric: str, n: int, batches: int,
+         pairs: list[tuple[float, float]], members: list[str] | None = None) -> dict[str, Any]:
     k = np.array([p[0] for p in pairs])
-    return {"ghn": label, "origin": origin, "digest": digest, "build": build, "metric": metric, "n": n,
+    return {**({"members": members} if members else {}), "ghn": label, "origin": origin, "digest": digest, "build": build, "metric": metric, "n": n,
             "batches": batches, "kendall": k.tolist(), "spearman": [p[1] for p in pairs],
             "kendall_mean": float(k.mean()), "kendall_std": float(k.std()),
             "kendall_min": float(k.min()), "kendall_max": float(k.max()),
@@ -135,31 +135,28 @@ def score_all(space, archs, truth, candidates, images, seeds, data, cache, build
     for build in builds:
         nets = Networks(space, archs, build)
         scored: dict[str, dict[int, dict]] = {}
+        runs = []  # (label, origin, digest, records per seed, ensemble members)
         for label, path, origin in candidates:
             ghn, digest = load_ghn(path), file_digest(path)
             recs = scored[label] = {}
+            runs.append((label, origin, digest, recs, None))
             for seed in seeds:
                 t1 = time.time()
                 x, y = image_batch(data, max(images), seed)
                 recs[seed] = score_snapshot(ghn, digest, nets, archs, x, y, seed, build, cache)
                 print(f"  {label} at {size_label(build)}, seed {seed}: {time.time() - t1:.0f}s", flush=True)
-        runs = [(label, origin, file_digest(path), scored[label], None) for label, path, origin in candidates]
         for name, members in (ensembles or {}).items():
             recs = {s: mean_records([scored[m][s] for m in members]) for s in seeds}
             runs.append((name, "mean of " + "+".join(members), None, recs, members))
         for label, origin, digest, recs, members in runs:
-            first = len(rows)
             for metric in METRICS:
                 for n in images:
                     vec = {s: base_vector(recs[s], archs, metric, n) for s in seeds}
                     rows.append(_row(label, origin, digest, build, metric, n, 1,
-                                     [correlations(vec[s], truth) for s in seeds]))
+                                     [correlations(vec[s], truth) for s in seeds], members))
                     if rank_mean_batches > 1:
                         pairs = [correlations(rank_mean([vec[s] for s in g]), truth) for g in groups]
-                        rows.append(_row(label, origin, digest, build, metric, n, rank_mean_batches, pairs))
-            if members:
-                for r in rows[first:]:
-                    r["members"] = members
+                        rows.append(_row(label, origin, digest, build, metric, n, rank_mean_batches, pairs, members))
     return rows
 
 
